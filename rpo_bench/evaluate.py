@@ -1,0 +1,248 @@
+"""models x prompts x seeds x metrics, skipping everything the image cache and the results store already have.
+
+The one road of the design: resolve names -> fingerprint -> generate missing images -> score missing
+(image, metric, version) rows -> summarise from the store. Each batch is persisted before the next starts, so
+killing a run loses at most one batch and the next run resumes from there.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpo_bench.config import home_dir, resolve_device, resolve_dtype
+from rpo_bench.distributed import ProcessContext, process_context
+from rpo_bench.errors import BadInputError
+from rpo_bench.generate import GenerationItem, generate_batches
+from rpo_bench.image_cache import ImageCache, generation_key
+from rpo_bench.metrics import make_metric
+from rpo_bench.metrics.base import Metric
+from rpo_bench.models.catalog import resolve_model
+from rpo_bench.models.loader import load_pipeline, model_fingerprint
+from rpo_bench.models.spec import ModelSpec
+from rpo_bench.progress import progress_bar
+from rpo_bench.prompts import PromptSet, load_prompt_set
+from rpo_bench.protocols import PROTOCOLS, Protocol
+from rpo_bench.provenance import git_commit, library_versions
+from rpo_bench.store import ResultsStore
+
+
+def default_store_path() -> Path:
+    return home_dir() / "results.sqlite"
+
+
+def default_image_cache() -> Path:
+    return home_dir() / "images"
+
+
+@dataclass
+class EvaluateConfig:
+    models: Sequence[str] = ("tiny-sd15", "tiny-sd15-alt")
+    prompts: str = "smoke"
+    metrics: Sequence[str] = ("tiny-clip",)
+    seeds: Sequence[int] = (0, 1)
+    protocol: str | None = None  # None: each model's default protocol
+    store: Path = field(default_factory=default_store_path)
+    image_cache: Path = field(default_factory=default_image_cache)
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 4
+    show_progress: bool = True
+
+
+@dataclass
+class SummaryRow:
+    model: str
+    protocol: str
+    metric: str
+    higher_is_better: bool
+    n: int
+    mean: float
+    stderr: float
+
+
+@dataclass
+class EvaluateResult:
+    run_id: str
+    generated: int = 0
+    reused: int = 0
+    scored: dict[str, int] = field(default_factory=dict)
+    summary: list[SummaryRow] = field(default_factory=list)
+
+
+@dataclass
+class _ModelPlan:
+    spec: ModelSpec
+    protocol: Protocol
+    fingerprint: str
+    items: list[GenerationItem]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" or inclusive ranges "0-3", or both: "0-3,10"."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise BadInputError(f"seed {part!r} in --seeds {text!r} is not a non-negative integer; accepted: "
+                                "integers and ranges separated by commas, e.g. 0,1,2 or 0-3")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if high < low or high >= 2**63:
+            raise BadInputError(f"seed range {part!r} in --seeds {text!r}: accepted: LOW-HIGH with LOW <= HIGH < 2**63")
+        seeds.extend(range(low, high + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def _plan(config: EvaluateConfig, prompt_set: PromptSet, dtype_name: str) -> list[_ModelPlan]:
+    plans = []
+    for name in config.models:
+        spec = resolve_model(name)
+        protocol = PROTOCOLS.get(config.protocol or spec.protocol)
+        fingerprint = model_fingerprint(spec)
+        protocol_fp = protocol.fingerprint(spec.family)
+        items = [GenerationItem(generation_key(fingerprint, protocol_fp, dtype_name, p.text, seed), p, seed)
+                 for p in prompt_set.prompts for seed in config.seeds]
+        unique = list({item.key: item for item in items}.values())  # a repeated prompt is one image
+        plans.append(_ModelPlan(spec, protocol, fingerprint, unique))
+    return plans
+
+
+def _run_id(config: EvaluateConfig, plans: list[_ModelPlan], prompt_set: PromptSet,
+            dtype_name: str) -> tuple[str, dict]:
+    run_config = {
+        "models": [{"name": p.spec.name, "spec": p.spec.to_dict(), "fingerprint": p.fingerprint,
+                    "protocol": p.protocol.settings(p.spec.family)} for p in plans],
+        "prompt_set": {"name": prompt_set.name, "fingerprint": prompt_set.fingerprint, "size": len(prompt_set.prompts)},
+        "seeds": list(config.seeds),
+        "metrics": list(config.metrics),
+        "dtype": dtype_name,
+    }
+    return hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()[:16], run_config
+
+
+def _image_row(plan: _ModelPlan, item: GenerationItem, sha: str, prompt_set: PromptSet, dtype_name: str,
+               run_id: str) -> dict:
+    return {
+        "image_key": item.key, "model": plan.spec.name, "model_fingerprint": plan.fingerprint,
+        "protocol": plan.protocol.name, "protocol_fingerprint": plan.protocol.fingerprint(plan.spec.family),
+        "protocol_settings": json.dumps(plan.protocol.settings(plan.spec.family), sort_keys=True),
+        "dtype": dtype_name, "prompt_set": prompt_set.name, "prompt_index": item.prompt.index,
+        "category": item.prompt.category, "prompt": item.prompt.text, "seed": item.seed, "image_sha256": sha,
+        "run_id": run_id,
+    }
+
+
+def _generate_missing(plan: _ModelPlan, items: list[GenerationItem], store: ResultsStore, cache: ImageCache,
+                      config: EvaluateConfig, device: str, dtype, dtype_name: str, prompt_set: PromptSet,
+                      run_id: str, show: bool) -> tuple[int, int]:
+    """Returns (generated, reused from the image cache)."""
+    in_store = store.existing_images([i.key for i in items])
+    missing = [i for i in items if i.key not in in_store]
+    cached = cache.lookup(i.key for i in missing)
+    if cached:
+        store.add_images([_image_row(plan, i, cached[i.key], prompt_set, dtype_name, run_id)
+                          for i in missing if i.key in cached])
+    todo = [i for i in missing if i.key not in cached]
+    if not todo:
+        return 0, len(cached)
+    pipe = load_pipeline(plan.spec, device=device, dtype=dtype)
+    with progress_bar(f"generate {plan.spec.name}", len(todo), show) as advance:
+        for batch in generate_batches(pipe, plan.protocol, plan.spec.family, todo, config.batch_size, advance):
+            rows = [_image_row(plan, item, cache.put(item.key, image), prompt_set, dtype_name, run_id)
+                    for item, image in batch]
+            store.add_images(rows)
+    del pipe
+    _free_memory()
+    return len(todo), len(cached)
+
+
+def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: ImageCache, config: EvaluateConfig,
+                   device: str, dtype, run_id: str, show: bool) -> int:
+    version = metric.version
+    done = store.scored_images(keys, metric.key, version)
+    todo = [k for k in keys if k not in done]
+    if not todo:
+        return 0
+    rows = {row["image_key"]: row for row in store.image_rows(todo)}
+    metric.load(device, dtype)
+    with progress_bar(f"score {metric.key}", len(todo), show) as advance:
+        for start in range(0, len(todo), config.batch_size):
+            batch = todo[start:start + config.batch_size]
+            images = [cache.open(rows[k]["image_sha256"]) for k in batch]
+            values = metric.score(images, [rows[k]["prompt"] for k in batch])
+            store.add_scores(metric.key, version, run_id, list(zip(batch, values, strict=True)))
+            advance(len(batch))
+    metric.unload()
+    _free_memory()
+    return len(todo)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def summarise(store: ResultsStore, plans: list[_ModelPlan], metrics: list[Metric]) -> list[SummaryRow]:
+    rows = []
+    for plan in plans:
+        keys = [i.key for i in plan.items]
+        for metric in metrics:
+            values = list(store.score_values(keys, metric.key, metric.version).values())
+            n = len(values)
+            mean = sum(values) / n if n else math.nan
+            var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
+            rows.append(SummaryRow(plan.spec.name, plan.protocol.name, metric.key, metric.higher_is_better, n,
+                                   mean, math.sqrt(var / n) if n > 1 else math.nan))
+    return rows
+
+
+def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> EvaluateResult:
+    if config.batch_size < 1:
+        raise BadInputError(f"--batch-size {config.batch_size}: accepted: an integer >= 1")
+    if not config.models:
+        raise BadInputError("no models given; name at least one (rpo-bench models lists them)")
+    context = context or process_context(config.device)
+    device = context.device or resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    dtype_name = str(dtype).removeprefix("torch.")
+    # Resolve every name before any work, so a typo in the last metric fails in a second, not after an hour.
+    prompt_set = load_prompt_set(config.prompts)
+    metrics = [make_metric(m) for m in config.metrics]
+    for name in config.models:
+        spec = resolve_model(name)
+        PROTOCOLS.get(config.protocol or spec.protocol)
+    store = ResultsStore(config.store)
+    cache = ImageCache(config.image_cache)
+    plans = _plan(config, prompt_set, dtype_name)
+    for metric in metrics:
+        _ = metric.version
+    run_id, run_config = _run_id(config, plans, prompt_set, dtype_name)
+    store.record_run(run_id, run_config, library_versions(), git_commit())
+    result = EvaluateResult(run_id)
+    show = config.show_progress and context.is_main
+    for plan in plans:
+        generated, reused = _generate_missing(plan, context.shard(plan.items), store, cache, config, device, dtype,
+                                              dtype_name, prompt_set, run_id, show)
+        result.generated += generated
+        result.reused += reused
+    my_keys = [item.key for plan in plans for item in context.shard(plan.items)]
+    for metric in metrics:
+        result.scored[metric.key] = _score_missing(metric, my_keys, store, cache, config, device, dtype, run_id, show)
+    context.barrier()
+    result.summary = summarise(store, plans, metrics)
+    store.close()
+    cache.close()
+    return result

@@ -1,0 +1,41 @@
+"""The metric registry. Targets are lazy "module:attr" strings so that a scorer's dependencies load only when
+that scorer is used. A metric may take one argument after a colon: `clip:openai/clip-vit-base-patch32`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rpo_bench.errors import BadInputError
+from rpo_bench.metrics.base import Metric
+from rpo_bench.registry import Registry, load_target
+
+
+def _metric_from_table(name: str, table: Mapping[str, Any]):
+    """User metrics: either a `target` ("module:Class") or an existing metric with a fixed `arg`."""
+    if "target" in table:
+        return str(table["target"])
+    if "metric" in table:
+        base, arg = str(table["metric"]), table.get("arg")
+        return lambda _arg=None: make_metric(f"{base}:{arg}" if arg else base)
+    raise BadInputError(f"metric {name!r}: needs `target` (module:Class) or `metric` (+ optional `arg`)")
+
+
+METRICS: Registry = Registry("metrics", from_table=_metric_from_table)
+METRICS.register("clip", "rpo_bench.metrics.clip_score:ClipScore",
+                 summary="CLIP score 100*max(cos,0); default openai/clip-vit-large-patch14, or clip:<HF id|path> "
+                         "or clip:open_clip:<arch>/<pretrained>")
+METRICS.register("tiny-clip", "rpo_bench.metrics.clip_score:TinyClipScore",
+                 summary="CLIP score on a random tiny CLIP built offline (tests, CPU demo); clip-score math")
+
+
+def make_metric(spec: str) -> Metric:
+    """"name" or "name:arg" -> an unloaded Metric instance."""
+    name, _, arg = spec.partition(":")
+    factory = METRICS.get(name)
+    if isinstance(factory, str):
+        factory = load_target(factory)
+    metric = factory(arg or None)
+    if not isinstance(metric, Metric):
+        raise BadInputError(f"metric {spec!r} does not produce a rpo_bench Metric")
+    return metric

@@ -1,0 +1,45 @@
+"""The metric interface: a named, versioned scorer of (image, prompt) pairs with a declared direction."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from PIL import Image
+
+
+class Metric(ABC):
+    """Scores a batch of images with their prompts, one float per image.
+
+    `version` must change whenever a number could change (formula, preprocessing, weights): it is part of
+    every stored score's key, so scores of different versions are never averaged together.
+    """
+
+    name: str = ""
+    higher_is_better: bool = True
+    value_range: tuple[float, float] = (float("-inf"), float("inf"))
+    summary: str = ""
+
+    def __init__(self, arg: str | None = None):
+        self.arg = arg
+
+    @property
+    def key(self) -> str:
+        """The name a user typed, including its argument: what the store's `metric` column holds."""
+        return f"{self.name}:{self.arg}" if self.arg else self.name
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Includes the identity of the weights; must be cheap (no weight loading): it decides what to score."""
+
+    @abstractmethod
+    def load(self, device: str, dtype) -> None:
+        """Load weights once per evaluate run."""
+
+    @abstractmethod
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
+        ...
+
+    def unload(self) -> None:  # noqa: B027 - optional hook, most metrics need nothing
+        """Free device memory before the next metric loads."""

@@ -1,0 +1,85 @@
+"""Model fingerprints: what an image cache key needs to know about the weights that made an image.
+
+Hub components are identified by repo + resolved commit (a branch name like "main" moves; a commit does not);
+local folders by the sha256 of every file in them, so retraining into the same folder changes the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from rpo_bench.config import home_dir, is_offline
+from rpo_bench.errors import MissingWeightsError
+
+_HASH_CACHE_FILE = "file-hashes.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over (relative path, file sha256) of all files; file hashes are memoised by size and mtime
+    because an SD checkpoint folder is several GB and hashing it on every evaluate would cost seconds."""
+    folder = folder.expanduser().resolve()
+    memo_path = home_dir() / _HASH_CACHE_FILE
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    digest = hashlib.sha256()
+    changed = False
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()
+        memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        file_hash = memo.get(memo_key)
+        if file_hash is None:
+            file_hash = memo[memo_key] = sha256_file(path)
+            changed = True
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash}\n".encode())
+    if changed:
+        _write_json_atomic(memo_path, memo)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the memo only saves time; failing to write it must not fail an evaluation
+
+
+def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str) -> str:
+    """The commit a hub revision points to, offline from the local cache or online from the hub API."""
+    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, probe_file, revision=revision)
+    if isinstance(cached, str):
+        return Path(cached).parts[-1 - len(Path(probe_file).parts)]  # .../snapshots/<commit>/<probe_file>
+    if is_offline():
+        raise MissingWeightsError(
+            f"{what}: {repo}/{probe_file} (revision {revision}) is not in the local Hugging Face cache and "
+            f"HF_HUB_OFFLINE is set; fetch it on a connected machine with `hf download {repo}` "
+            "or unset HF_HUB_OFFLINE"
+        )
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return HfApi().model_info(repo, revision=revision).sha or revision
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise MissingWeightsError(f"{what}: {repo} revision {revision} does not exist on the hub") from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise MissingWeightsError(f"{what}: cannot reach the hub to resolve {repo}@{revision}: {exc}") from exc

@@ -1,0 +1,93 @@
+"""ModelSpec: everything needed to rebuild one text-to-image pipeline, and nothing about how to run it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rpo_bench.errors import BadInputError
+from rpo_bench.registry import check_table_keys
+
+FAMILIES = ("sd15", "sdxl")
+PIPELINE_CLASS_TO_FAMILY = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A base pipeline (hub repo or local folder) plus optional UNet / VAE / LoRA overrides.
+
+    `tiny` names a builder of a random-weight model with the real architecture; such models are built once
+    into the cache home and then loaded from that folder exactly like a user's local checkpoint.
+    """
+
+    name: str
+    family: str
+    repo: str = ""
+    revision: str = "main"
+    unet_repo: str | None = None
+    unet_subfolder: str | None = None
+    unet_revision: str = "main"
+    vae_repo: str | None = None
+    vae_subfolder: str | None = None
+    vae_revision: str = "main"
+    lora_repo: str | None = None
+    lora_weight_name: str | None = None
+    lora_scale: float = 1.0
+    dtype: str = "auto"
+    protocol: str = "spo-ddim20"
+    tiny: str | None = None
+    seed: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise BadInputError(f"model {self.name!r}: unknown family {self.family!r}; accepted: {', '.join(FAMILIES)}")
+        if not self.repo and not self.tiny:
+            raise BadInputError(f"model {self.name!r}: needs `repo` (hub id or local folder) or `tiny`")
+
+    @property
+    def is_local(self) -> bool:
+        return bool(self.repo) and (self.repo.startswith(("/", ".", "~")) or Path(self.repo).expanduser().is_dir())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "")}
+
+
+def spec_from_table(name: str, table: Mapping[str, Any]) -> ModelSpec:
+    """A catalog or user-registry table -> ModelSpec; unknown keys are an error, not silently dropped."""
+    check_table_keys("model", name, table, {f.name for f in fields(ModelSpec)} - {"name"} | {"summary"})
+    values = {k: v for k, v in table.items() if k != "summary"}
+    values.setdefault("description", str(table.get("summary", "")))
+    return ModelSpec(name=name, **values)
+
+
+def spec_from_folder(path: str) -> ModelSpec:
+    """A local diffusers folder named on the command line instead of a registry name."""
+    folder = Path(path).expanduser()
+    index = folder / "model_index.json"
+    if not folder.is_dir():
+        raise BadInputError(f"model path {path!r} is not a folder; give a registry name (rpo-bench models) "
+                            "or a diffusers pipeline folder")
+    if not index.is_file():
+        raise BadInputError(f"model path {path!r} is not a diffusers pipeline folder (no model_index.json)")
+    try:
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{index} is not valid JSON: {exc}") from exc
+    family = PIPELINE_CLASS_TO_FAMILY.get(class_name)
+    if family is None:
+        raise BadInputError(f"model path {path!r} holds a {class_name or 'unknown'} pipeline; accepted: "
+                            f"{', '.join(PIPELINE_CLASS_TO_FAMILY)}")
+    extra: dict[str, Any] = {}
+    recorded = folder / "rpo_bench.json"  # written by `rpo-bench train` next to its outputs
+    if recorded.is_file():
+        info = json.loads(recorded.read_text(encoding="utf-8"))
+        if "protocol" in info:
+            extra["protocol"] = info["protocol"]
+    return ModelSpec(name=str(folder.resolve()), family=family, repo=str(folder.resolve()), **extra)

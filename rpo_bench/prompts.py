@@ -1,0 +1,159 @@
+"""Prompt sets: the project's files, any user file, and the standard sets fetched from the Hub once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rpo_bench.config import home_dir, is_offline
+from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.registry import Registry, check_table_keys, read_toml
+
+PROJECT_PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+FILE_SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    index: int
+    text: str
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class PromptSetSpec:
+    name: str
+    summary: str = ""
+    file: str | None = None
+    hf_dataset: str | None = None
+    split: str | None = None
+    column: str = "prompt"
+    category_column: str | None = None
+    hf_files: tuple[str, ...] = ()
+    size: int | None = None
+
+    @property
+    def source(self) -> str:
+        return self.file or f"hf:{self.hf_dataset}" + (f" [{self.split}]" if self.split else "")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    prompts: tuple[Prompt, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(p.text for p in self.prompts).encode()).hexdigest()
+
+
+def spec_from_table(name: str, table: Mapping[str, Any]) -> PromptSetSpec:
+    check_table_keys("prompt set", name, table,
+                     {"summary", "file", "hf_dataset", "split", "column", "category_column", "hf_files", "size"})
+    if not table.get("file") and not table.get("hf_dataset"):
+        raise BadInputError(f"prompt set {name!r}: needs `file` or `hf_dataset`")
+    values = dict(table)
+    values["hf_files"] = tuple(values.get("hf_files", ()))
+    return PromptSetSpec(name=name, **values)
+
+
+PROMPT_SETS: Registry[PromptSetSpec] = Registry("prompts", from_table=spec_from_table)
+with resources.as_file(resources.files("rpo_bench") / "prompt_sets.toml") as _path:
+    for _name, _table in read_toml(_path).items():
+        PROMPT_SETS.register(_name, spec_from_table(_name, _table), summary=_table.get("summary", ""))
+
+
+def read_prompt_file(path: Path) -> list[Prompt]:
+    """`.txt` (one prompt a line) or `.jsonl` (`prompt`, optional `category`); errors name file and line."""
+    if path.suffix not in FILE_SUFFIXES:
+        raise BadInputError(f"prompt file {path} has suffix {path.suffix!r}; accepted: {', '.join(FILE_SUFFIXES)}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise BadInputError(f"prompt file {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"prompt file {path} is not UTF-8 text (byte {exc.start})") from exc
+    prompts: list[Prompt] = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix == ".txt":
+            prompts.append(Prompt(len(prompts), line.strip()))
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+            raise BadInputError(f"{path}:{line_number}: expected an object with a non-empty string `prompt`")
+        prompts.append(Prompt(len(prompts), record["prompt"].strip(), str(record.get("category") or "")))
+    if not prompts:
+        raise BadInputError(f"prompt file {path} holds no prompts")
+    return prompts
+
+
+def _write_jsonl_atomic(path: Path, prompts: list[Prompt]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for prompt in prompts:
+            handle.write(json.dumps({"prompt": prompt.text, "category": prompt.category}) + "\n")
+    os.replace(tmp, path)
+
+
+def _fetch_hub_prompts(spec: PromptSetSpec) -> list[Prompt]:
+    if spec.hf_files:  # HPDv2 keeps its benchmark prompts as JSON lists, one file per category
+        from huggingface_hub import hf_hub_download
+
+        prompts: list[Prompt] = []
+        for file_name in spec.hf_files:
+            local = hf_hub_download(spec.hf_dataset, file_name, repo_type="dataset")
+            category = Path(file_name).stem
+            for text in json.loads(Path(local).read_text(encoding="utf-8")):
+                prompts.append(Prompt(len(prompts), str(text).strip(), category))
+        return prompts
+    import datasets
+
+    rows = datasets.load_dataset(spec.hf_dataset, split=spec.split)
+    if spec.column not in rows.column_names:
+        raise BadInputError(f"prompt set {spec.name!r}: {spec.hf_dataset} has no column {spec.column!r} "
+                            f"(columns: {', '.join(rows.column_names)})")
+    categories = rows[spec.category_column] if spec.category_column else [""] * len(rows)
+    pairs = zip(rows[spec.column], categories, strict=True)
+    return [Prompt(i, str(text).strip(), str(category or "")) for i, (text, category) in enumerate(pairs)]
+
+
+def cached_prompts_path(name: str) -> Path:
+    return home_dir() / "prompts" / f"{name}.jsonl"
+
+
+def load_spec(spec: PromptSetSpec) -> PromptSet:
+    if spec.file:
+        path = Path(spec.file).expanduser()
+        if not path.is_absolute():
+            path = PROJECT_PROMPTS_DIR / path
+        return PromptSet(spec.name, tuple(read_prompt_file(path)))
+    cached = cached_prompts_path(spec.name)
+    if not cached.is_file():
+        if is_offline():
+            raise MissingWeightsError(f"prompt set {spec.name!r} ({spec.source}) is not cached in {cached.parent} "
+                                      "and HF_HUB_OFFLINE is set; run the same command once online")
+        _write_jsonl_atomic(cached, _fetch_hub_prompts(spec))
+    return PromptSet(spec.name, tuple(read_prompt_file(cached)))
+
+
+def load_prompt_set(name_or_path: str) -> PromptSet:
+    """A registry name or a path to a `.txt` / `.jsonl` file."""
+    if name_or_path in PROMPT_SETS:
+        return load_spec(PROMPT_SETS.get(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.suffix in FILE_SUFFIXES or path.exists():
+        return PromptSet(str(path), tuple(read_prompt_file(path)))
+    PROMPT_SETS.get(name_or_path)  # raises the "did you mean" error
+    raise AssertionError("unreachable")

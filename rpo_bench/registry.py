@@ -1,0 +1,164 @@
+"""One generic registry for everything a user names on the command line.
+
+Models, metrics, prompt sets and protocols are all `Registry` instances. Entries are either objects or lazy
+"module:attr" strings (so optional dependencies stay optional and `rpo-bench --help` stays fast). Users add
+entries without touching the package, through the `[<kind>.<name>]` tables of `$RPO_BENCH_HOME/registry.toml`
+or through the Python entry-point group `rpo_bench.<kind>`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from rpo_bench.config import user_registry_file
+from rpo_bench.errors import BadInputError, UnknownNameError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry(Generic[T]):
+    name: str
+    target: Any  # the object, or a "module:attr" string resolved on first use
+    summary: str = ""
+    aliases: tuple[str, ...] = ()
+    source: str = "built-in"
+    _resolved: Any = field(default=None, repr=False)
+
+    def resolve(self) -> T:
+        if self._resolved is None:
+            target = self.target
+            if isinstance(target, str) and ":" in target and not target.startswith(("/", ".")):
+                target = load_target(target)
+            self._resolved = target
+        return self._resolved
+
+
+def load_target(spec: str) -> Any:
+    """Import "package.module:attr"; the error names the spec, since it usually comes from a user file."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise BadInputError(f"cannot load {spec!r}: {exc}") from exc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path} is not UTF-8 text") from exc
+
+
+def check_table_keys(kind: str, name: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    """User tables with a misspelt key must fail loudly: a silently dropped `revision` evaluates other weights."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise BadInputError(f"{kind} {name!r}: unknown key(s) {', '.join(unknown)}; "
+                            f"accepted: {', '.join(sorted(allowed))}")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind, with aliases, lazy targets, user TOML entries and entry points.
+
+    `from_table` turns one user TOML table into an entry target; registries that accept no user tables
+    leave it None.
+    """
+
+    def __init__(self, kind: str, from_table: Callable[[str, Mapping[str, Any]], Any] | None = None):
+        self.kind = kind
+        self.from_table = from_table
+        self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
+        self._plugins_loaded = False
+
+    # -- adding -----------------------------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        target: Any,
+        *,
+        summary: str = "",
+        aliases: tuple[str, ...] = (),
+        source: str = "built-in",
+        replace: bool = False,
+    ) -> None:
+        if not replace and (name in self._entries or name in self._aliases):
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = Entry(name, target, summary, tuple(aliases), source)
+        for alias in aliases:
+            self._aliases[alias] = name
+
+    def _load_plugins(self) -> None:
+        """User entries override built-ins of the same name: that is how a user points `sd15-base` at a
+        local copy."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        group = f"rpo_bench.{self.kind}"
+        for point in metadata.entry_points(group=group):
+            self.register(point.name, point.value, source=f"entry point {point.dist.name if point.dist else ''}",
+                          replace=True)
+        path = user_registry_file()
+        if self.from_table is not None and path.is_file():
+            for name, table in read_toml(path).get(self.kind, {}).items():
+                if not isinstance(table, Mapping):
+                    raise BadInputError(f"{path}: [{self.kind}.{name}] must be a table")
+                target = self.from_table(name, table)
+                self.register(name, target, summary=str(table.get("summary", "")), source=f"user ({path.name})",
+                              replace=True)
+
+    def reset_plugins(self) -> None:
+        """Forget user entries so they are read again (the user file changed, or a test moved the home)."""
+        self._entries = {k: e for k, e in self._entries.items() if e.source == "built-in"}
+        self._aliases = {a: n for a, n in self._aliases.items() if n in self._entries}
+        self._plugins_loaded = False
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def canonical(self, name: str) -> str:
+        self._load_plugins()
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        raise UnknownNameError(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        candidates = sorted(set(self._entries) | set(self._aliases))
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(candidates)}"
+        return f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}; {hint}"
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._entries or name in self._aliases
+
+    def entry(self, name: str) -> Entry[T]:
+        return self._entries[self.canonical(name)]
+
+    def get(self, name: str) -> T:
+        return self.entry(name).resolve()
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return list(self._entries)
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        self._load_plugins()
+        return iter(list(self._entries.values()))
