@@ -64,6 +64,16 @@ def evaluate(
     console.print(f"generated {result.generated} images, reused {result.reused} from the image cache; scored {scored}")
 
 
+# -- train, pairs, presets ----------------------------------------------------------------------------------------
+def _register_training_commands() -> None:
+    from rpo_bench.cli_train import register
+
+    register(app)
+
+
+_register_training_commands()
+
+
 # -- registries: list and show --------------------------------------------------------------------------------
 def _kv_table(title: str, values: dict) -> Table:
     table = Table(title=title, show_header=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from rpo_bench.config import home_dir, is_offline
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.registry import Registry, check_table_keys, read_toml
 
+log = logging.getLogger(__name__)
 PROJECT_PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 FILE_SUFFIXES = (".txt", ".jsonl")
 
@@ -144,7 +146,11 @@ def load_spec(spec: PromptSetSpec) -> PromptSet:
         if is_offline():
             raise MissingWeightsError(f"prompt set {spec.name!r} ({spec.source}) is not cached in {cached.parent} "
                                       "and HF_HUB_OFFLINE is set; run the same command once online")
-        _write_jsonl_atomic(cached, _fetch_hub_prompts(spec))
+        fetched = _fetch_hub_prompts(spec)
+        if spec.size and len(fetched) != spec.size:  # the source changed since it was registered: say so
+            log.warning("prompt set %s: fetched %d prompts from %s, expected %d", spec.name, len(fetched),
+                        spec.source, spec.size)
+        _write_jsonl_atomic(cached, fetched)
     return PromptSet(spec.name, tuple(read_prompt_file(cached)))
 
 

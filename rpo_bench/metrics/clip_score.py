@@ -66,6 +66,23 @@ class HFClipBackbone:
         return sum(len(ids) > limit for ids in self.tokenizer(list(prompts))["input_ids"])
 
 
+def open_clip_identity(source: str) -> str:
+    """`ARCH/PRETRAINED` where PRETRAINED is an open_clip tag or a checkpoint file (identified by its hash).
+
+    Without PRETRAINED open_clip would return random weights, different at every load: refused.
+    """
+    arch, _, pretrained = source.partition("/")
+    if not arch or not pretrained:
+        raise BadInputError(f"clip:open_clip:{source}: accepted: clip:open_clip:ARCH/PRETRAINED, e.g. "
+                            "clip:open_clip:ViT-B-32/laion2b_s34b_b79k or clip:open_clip:ViT-B-32/path/to/weights")
+    checkpoint = Path(pretrained).expanduser()
+    if checkpoint.is_file():
+        from rpo_bench.models.fingerprint import sha256_file
+
+        return f"open_clip:{arch}/{checkpoint.name}@{sha256_file(checkpoint)[:12]}"
+    return f"open_clip:{source}"
+
+
 class OpenClipBackbone:
     def __init__(self, source: str, device: str, dtype):
         import open_clip
@@ -110,7 +127,7 @@ class ClipScore(Metric):
         if self._identity is None:
             source = self.backbone_source()
             if source.startswith("open_clip:"):
-                self._identity = source
+                self._identity = open_clip_identity(source.removeprefix("open_clip:"))
             elif Path(source).expanduser().is_dir():
                 from rpo_bench.models.fingerprint import folder_fingerprint
 

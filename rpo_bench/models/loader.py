@@ -13,7 +13,7 @@ from typing import Any
 
 from rpo_bench.config import home_dir, is_offline
 from rpo_bench.errors import BadInputError, MissingWeightsError
-from rpo_bench.models.fingerprint import folder_fingerprint, resolve_hub_commit
+from rpo_bench.models.fingerprint import folder_fingerprint, resolve_hub_commit, sha256_file
 from rpo_bench.models.spec import ModelSpec
 from rpo_bench.progress import silence_library_progress
 
@@ -58,9 +58,12 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
         identity["vae"] = _component_identity(spec.vae_repo, spec.vae_revision, spec.vae_subfolder,
                                               "config.json", f"{spec.name} VAE")
     if spec.lora_repo:
-        identity["lora"] = _component_identity(spec.lora_repo, "main", None,
-                                               spec.lora_weight_name or "pytorch_lora_weights.safetensors",
-                                               f"{spec.name} LoRA")
+        weight_name = spec.lora_weight_name or "pytorch_lora_weights.safetensors"
+        lora_file = Path(spec.lora_repo).expanduser() / weight_name
+        if lora_file.is_file():  # only the weights file: a training folder also holds changing checkpoints
+            identity["lora"] = {"file_sha256": sha256_file(lora_file)}
+        else:
+            identity["lora"] = _component_identity(spec.lora_repo, "main", None, weight_name, f"{spec.name} LoRA")
         identity["lora_scale"] = spec.lora_scale
     return identity
 

@@ -68,12 +68,16 @@ def spec_from_table(name: str, table: Mapping[str, Any]) -> ModelSpec:
 
 
 def spec_from_folder(path: str) -> ModelSpec:
-    """A local diffusers folder named on the command line instead of a registry name."""
+    """A local folder named on the command line instead of a registry name: a diffusers pipeline folder, or
+    the output of `rpo-bench train` (its rpo_bench.json names the base model; the folder holds the UNet or LoRA)."""
     folder = Path(path).expanduser()
-    index = folder / "model_index.json"
     if not folder.is_dir():
         raise BadInputError(f"model path {path!r} is not a folder; give a registry name (rpo-bench models) "
                             "or a diffusers pipeline folder")
+    record = folder / "rpo_bench.json"
+    if record.is_file() and not (folder / "model_index.json").is_file():
+        return _spec_from_training_output(folder, record)
+    index = folder / "model_index.json"
     if not index.is_file():
         raise BadInputError(f"model path {path!r} is not a diffusers pipeline folder (no model_index.json)")
     try:
@@ -84,10 +88,21 @@ def spec_from_folder(path: str) -> ModelSpec:
     if family is None:
         raise BadInputError(f"model path {path!r} holds a {class_name or 'unknown'} pipeline; accepted: "
                             f"{', '.join(PIPELINE_CLASS_TO_FAMILY)}")
-    extra: dict[str, Any] = {}
-    recorded = folder / "rpo_bench.json"  # written by `rpo-bench train` next to its outputs
-    if recorded.is_file():
-        info = json.loads(recorded.read_text(encoding="utf-8"))
-        if "protocol" in info:
-            extra["protocol"] = info["protocol"]
-    return ModelSpec(name=str(folder.resolve()), family=family, repo=str(folder.resolve()), **extra)
+    return ModelSpec(name=str(folder.resolve()), family=family, repo=str(folder.resolve()))
+
+
+def _spec_from_training_output(folder: Path, record_path: Path) -> ModelSpec:
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        base = dict(record["base_model"])
+        kind = record["kind"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{record_path} is not a valid rpo-bench training record: {exc}") from exc
+    base.pop("name", None)
+    base["description"] = f"{record.get('method')} fine-tune of {base.get('repo') or base.get('tiny')}"
+    folder = folder.resolve()
+    if kind == "lora":
+        base.update(lora_repo=str(folder), lora_weight_name="pytorch_lora_weights.safetensors")
+    else:
+        base.update(unet_repo=str(folder), unet_subfolder="unet")
+    return ModelSpec(name=str(folder), **base)

@@ -1,0 +1,97 @@
+"""`rpo-bench train`, `pairs` and `presets`: flags are generated from the training config dataclasses, so every
+field is a flag with its help text, and a new field needs no CLI change."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+_TYPES = {bool: bool, int: int, float: float, str: str}
+
+
+def _train(config_file: Path | None, preset: str | None, resume: bool, quiet: bool, **flags) -> None:
+    from rpo_bench.cli import console
+    from rpo_bench.training.config import build_config, read_config_file
+    from rpo_bench.training.trainer import train
+
+    file_values = read_config_file(config_file) if config_file else None
+    config = build_config(preset, file_values, flags)
+    result = train(config, resume=resume, show_progress=not quiet)
+    if result.history:
+        from rpo_bench.training.output import format_diagnostics
+
+        console.print(format_diagnostics(result.history[-1]))
+    resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+    console.print(f"trained {config.method} for {result.steps_done} steps{resumed} -> {result.output}")
+    console.print(f"evaluate it: rpo-bench evaluate --models {result.output}")
+
+
+def _build_train_command():
+    from rpo_bench.training.config import all_fields, field_default
+
+    parameters = [
+        inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+                          default=typer.Option(None, "--config", help="TOML / YAML / JSON file of settings "
+                                               "(a \\[train] table or top-level keys).")),
+        inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                          default=typer.Option(None, help="A published recipe (rpo-bench presets).")),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, help="Continue the run in --output from its last checkpoint.")),
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, help="No progress bar or per-step diagnostics.")),
+    ]
+    for name, spec in all_fields().items():
+        default = field_default(name)
+        kind = _TYPES[type(default)]
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
+            default=typer.Option(None, help=f"{spec.metadata['help']} [default: {default!r}]")))
+
+    def train_command(**kwargs) -> None:
+        """Fine-tune with Diffusion-RPO, Diffusion-DPO or SFT (LoRA or full) on preference pairs."""
+        _train(kwargs.pop("config_file"), kwargs.pop("preset"), kwargs.pop("resume"), kwargs.pop("quiet"), **kwargs)
+
+    train_command.__signature__ = inspect.Signature(parameters)
+    return train_command
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(_build_train_command())
+
+    @app.command("presets")
+    def presets() -> None:
+        """Published training recipes usable as `rpo-bench train --preset NAME`."""
+        from rpo_bench.cli import console
+        from rpo_bench.training.config import PRESETS
+
+        table = Table(title="training presets")
+        table.add_column("name", no_wrap=True)
+        table.add_column("settings")
+        for name, values in PRESETS.items():
+            table.add_row(name, ", ".join(f"{k}={v}" for k, v in values.items()))
+        console.print(table)
+
+    @app.command("pairs")
+    def pairs(
+        model: str = typer.Option(..., help="Model that generates the candidates (name or folder)."),
+        prompts: str = typer.Option(..., help="Prompt set name or file."),
+        metric: str = typer.Option(..., help="Metric that judges them (NAME or NAME:ARG)."),
+        output: Path = typer.Option(..., help="Folder for pairs.jsonl and images/."),
+        k: int = typer.Option(4, help="Images per prompt (seeds 0..k-1)."),
+        mode: str = typer.Option("best-worst", help="best-worst: one pair per prompt; all: every pair over margin."),
+        margin: float = typer.Option(0.0, help="Minimum score gap for a pair."),
+        protocol: str | None = typer.Option(None, help="Sampling protocol; default: the model's own."),
+        device: str = typer.Option("auto"),
+        dtype: str = typer.Option("auto"),
+        batch_size: int = typer.Option(4),
+    ) -> None:
+        """AI-feedback preference pairs: generate k images per prompt, score them, pair best against worst."""
+        from rpo_bench.cli import console
+        from rpo_bench.training.pairs import make_pairs
+
+        summary = make_pairs(model=model, prompts=prompts, metric=metric, out_dir=output, k=k, mode=mode,
+                             margin=margin, protocol=protocol, device=device, dtype=dtype, batch_size=batch_size)
+        console.print(" · ".join(f"{key} {value}" for key, value in summary.items()))

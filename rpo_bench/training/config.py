@@ -1,0 +1,227 @@
+"""Training configs: one dataclass per method, every field with help text, readable from TOML / YAML.
+
+The CLI turns every field into a `--flag`; a `--config` file and a named `--preset` fill the same fields.
+Precedence: preset < config file < command-line flags.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rpo_bench.errors import BadInputError
+
+METHODS = ("sft", "dpo", "rpo")
+OPTIMIZERS = ("adamw", "adafactor")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TIMESTEP_SHARING = ("pair", "batch")
+CONTRASTS = ("local", "global")
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call sites
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Fields every method shares."""
+
+    method: str = _f("sft", "Training method: sft, dpo or rpo.")
+    model: str = _f("tiny-sd15", "Base model: a registry name or a local diffusers folder.")
+    data: str = _f("", "Preference data: a Hugging Face dataset id, a .jsonl / .parquet file, or a folder.")
+    data_split: str = _f("train", "Split of a Hugging Face dataset.")
+    data_limit: int = _f(0, "Use only the first N pairs (0: all).")
+    output: str = _f("", "Output folder: weights, rpo_bench.json, model card, checkpoints.")
+    steps: int = _f(100, "Optimizer steps.")
+    pairs_per_device: int = _f(4, "Preference pairs per device per micro-step (M of the RPO matrix, locally).")
+    grad_accum: int = _f(1, "Micro-steps accumulated per optimizer step.")
+    lr: float = _f(1e-4, "Peak learning rate.")
+    lr_scheduler: str = _f("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, "
+                           "linear, cosine, ...")
+    warmup_steps: int = _f(0, "Learning-rate warm-up steps.")
+    optimizer: str = _f("adamw", "adamw (SD1.5 recipe) or adafactor (SDXL recipe).")
+    weight_decay: float = _f(1e-2, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
+    mixed_precision: str = _f("no", "no, fp16 or bf16 (accelerate autocast).")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory in the UNet.")
+    caption_dropout: float = _f(0.0, "Probability of training on the empty prompt (official DPO recipe: 0.2).")
+    resolution: int = _f(0, "Training resolution in pixels (0: the base model's native size).")
+    timestep_sharing: str = _f("pair", "pair: one t and noise per pair, shared by winner and loser (Diffusion-DPO); "
+                               "batch: one t for the whole micro-batch.")
+    lora_rank: int = _f(0, "LoRA rank on the attention projections; 0 trains the full UNet.")
+    lora_alpha: float = _f(0.0, "LoRA alpha (0: equal to the rank).")
+    lora_targets: str = _f("to_q,to_k,to_v,to_out.0", "Comma-separated UNet module names that get LoRA.")
+    seed: int = _f(0, "Seed of the data order, timesteps, noise and caption dropout.")
+    checkpoint_every: int = _f(0, "Save a resumable checkpoint every N steps (0: only at the end).")
+    checkpoints_keep: int = _f(2, "How many checkpoints to keep.")
+    log_every: int = _f(1, "Print diagnostics every N steps.")
+    device: str = _f("auto", "auto, cpu, cuda (under a launcher: the launcher's device).")
+    name: str = _f("", "Also register the result under this name in the user model registry.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on the preferred images only."""
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    method: str = _f("dpo", TrainConfig.__dataclass_fields__["method"].metadata["help"])
+    beta: float = _f(5000.0, "KL strength, `dpo-half` convention: logit = -(beta/2)(D^w - D^l), as the official "
+                     "code (its launchers: 5000; the diffusers example's 2500 equals 5000 here).")
+
+
+@dataclass
+class RPOConfig(DPOConfig):
+    method: str = _f("rpo", TrainConfig.__dataclass_fields__["method"].metadata["help"])
+    tau: float = _f(0.5, "Softmax temperature of the similarity weights (parent method sweeps 0.25/0.5/0.75).")
+    embed_mode: str = _f("joint", "text, image or joint: which CLIP embeddings define pair similarity.")
+    embed_model: str = _f("auto", "CLIP for the weights: tiny-clip[:seed], a hub id or a folder; auto: "
+                          "tiny-clip for tiny models, openai/clip-vit-large-patch14 otherwise.")
+    weight_scale: str = _f("none", "none, or M: multiply the weights by M so the average weight is 1.")
+    placement: str = _f("inside", "inside: -log sigmoid(w Z) (parent method); outside: w * -log sigmoid(Z).")
+    pin_diagonal: bool = _f(False, "Set S_ii = 1 so the same-prompt pair always has the largest weight.")
+    contrast: str = _f("local", "local: the matrix over this device's pairs; global: over all devices' pairs.")
+
+
+CONFIG_CLASSES: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "dpo": DPOConfig, "rpo": RPOConfig}
+
+# Published recipes. Values as in the official Diffusion-DPO launchers (METHOD.md): learning rate 1e-8 scaled by
+# the effective batch of 2048 pairs = 2.048e-5 (the paper's formula disagrees with its code by ~1000x; we follow
+# the code). The effective batch of 2048 there is 16 GPUs x 1 pair x 128 accumulation steps; on fewer GPUs raise
+# grad_accum to keep it.
+PRESETS: dict[str, dict[str, Any]] = {
+    "dpo-sd15-official": dict(method="dpo", model="sd15-base", beta=5000.0, lr=2.048e-5, optimizer="adamw",
+                              pairs_per_device=1, grad_accum=128, steps=2000, lr_scheduler="constant_with_warmup",
+                              warmup_steps=500, caption_dropout=0.2, mixed_precision="fp16", resolution=512,
+                              gradient_checkpointing=True, lora_rank=0),
+    "dpo-sdxl-official": dict(method="dpo", model="sdxl-base", beta=5000.0, lr=2.048e-5, optimizer="adafactor",
+                              pairs_per_device=1, grad_accum=128, steps=2000, lr_scheduler="constant_with_warmup",
+                              warmup_steps=500, caption_dropout=0.2, mixed_precision="fp16", resolution=1024,
+                              gradient_checkpointing=True, lora_rank=0),
+    "tiny-cpu": dict(model="tiny-sd15", pairs_per_device=4, steps=20, lr=1e-4, lora_rank=4, beta=500.0,
+                     warmup_steps=0, checkpoint_every=10),
+}
+
+
+def all_fields() -> dict[str, Any]:
+    """Every field of every method's config (RPO's is the superset), for building CLI flags."""
+    return {f.name: f for f in fields(RPOConfig)}
+
+
+def method_fields(method: str) -> set[str]:
+    return {f.name for f in fields(CONFIG_CLASSES[method])}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """TOML or YAML; a `[train]` table (TOML) or top-level keys."""
+    if not path.is_file():
+        raise BadInputError(f"config file {path} does not exist")
+    if path.suffix == ".toml":
+        from rpo_bench.registry import read_toml
+
+        values = read_toml(path)
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise BadInputError(f"{path} is not valid YAML: {exc}") from exc
+    elif path.suffix == ".json":
+        values = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        raise BadInputError(f"config file {path}: suffix {path.suffix!r}; accepted: .toml, .yaml, .yml, .json")
+    if not isinstance(values, Mapping):
+        raise BadInputError(f"config file {path} must hold a table of settings")
+    return dict(values.get("train", values))
+
+
+def build_config(preset: str | None = None, file_values: Mapping[str, Any] | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Merge preset < file < overrides, pick the method's dataclass, and validate."""
+    values: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            import difflib
+
+            close = difflib.get_close_matches(preset, PRESETS, n=3)
+            raise BadInputError(f"unknown preset {preset!r}; " + (f"did you mean {', '.join(close)}?" if close
+                                else f"known: {', '.join(PRESETS)}"))
+        values.update(PRESETS[preset])
+    values.update(file_values or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    method = values.get("method", "rpo")
+    if method not in METHODS:
+        raise BadInputError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
+    values["method"] = method
+    allowed = method_fields(method)
+    unknown = sorted(set(values) - set(all_fields()))
+    if unknown:
+        raise BadInputError(f"unknown training setting(s) {', '.join(unknown)}")
+    misplaced = sorted(k for k in set(values) - allowed if k not in (PRESETS.get(preset or "", {})))
+    if misplaced:
+        raise BadInputError(f"setting(s) {', '.join(misplaced)} do not apply to method {method}")
+    values = {k: v for k, v in values.items() if k in allowed}
+    config = CONFIG_CLASSES[method](**values)
+    validate(config)
+    return config
+
+
+def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise BadInputError(f"--{name.replace('_', '-')} {value!r}; accepted: {', '.join(accepted)}")
+
+
+def validate(config: TrainConfig) -> None:
+    """Every bad value gets one line naming it and what is accepted, before anything loads."""
+    for name in ("steps", "pairs_per_device", "grad_accum"):
+        if int(getattr(config, name)) < 1:
+            raise BadInputError(f"--{name.replace('_', '-')} {getattr(config, name)}; accepted: an integer >= 1")
+    if not config.data:
+        raise BadInputError("--data is required: a Hugging Face dataset id, a .jsonl / .parquet file or a folder")
+    if not config.output:
+        raise BadInputError("--output is required: the folder the trained weights go to")
+    if config.lr <= 0:
+        raise BadInputError(f"--lr {config.lr}; accepted: a number > 0")
+    if not 0 <= config.caption_dropout < 1:
+        raise BadInputError(f"--caption-dropout {config.caption_dropout}; accepted: 0 <= p < 1")
+    if config.lora_rank < 0:
+        raise BadInputError(f"--lora-rank {config.lora_rank}; accepted: 0 (full UNet) or a positive rank")
+    _choice("optimizer", config.optimizer, OPTIMIZERS)
+    _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION)
+    _choice("timestep_sharing", config.timestep_sharing, TIMESTEP_SHARING)
+    if isinstance(config, DPOConfig) and not config.beta > 0:
+        raise BadInputError(f"--beta {config.beta}; accepted: a number > 0")
+    if isinstance(config, RPOConfig):
+        if not config.tau > 0:
+            raise BadInputError(f"--tau {config.tau}; accepted: a number > 0")
+        from rpo_bench.training.losses import PLACEMENTS, WEIGHT_SCALES
+
+        _choice("embed_mode", config.embed_mode, ("text", "image", "joint"))
+        _choice("weight_scale", config.weight_scale, WEIGHT_SCALES)
+        _choice("placement", config.placement, PLACEMENTS)
+        _choice("contrast", config.contrast, CONTRASTS)
+
+
+# Settings that may change between a run and its resumption without changing the result.
+# `steps` may grow only under a constant schedule: other schedules are functions of the total step count.
+RESUME_SAFE_FIELDS = {"output", "checkpoint_every", "checkpoints_keep", "log_every", "device", "name"}
+
+
+def resume_mismatch(saved: Mapping[str, Any], current: TrainConfig) -> list[str]:
+    now = current.to_dict()
+    safe = RESUME_SAFE_FIELDS | ({"steps"} if current.lr_scheduler.startswith("constant") else set())
+    return [f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(saved) | set(now))
+            if k not in safe and saved.get(k) != now.get(k)]
+
+
+def field_default(name: str) -> Any:
+    f = all_fields()[name]
+    return f.default if f.default is not MISSING else None

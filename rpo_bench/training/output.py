@@ -1,0 +1,127 @@
+"""What a finished training run leaves behind: weights diffusers can load, the record of how they were made,
+a model card, and optionally an entry in the user's model registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rpo_bench.config import user_registry_file
+from rpo_bench.errors import BadInputError
+from rpo_bench.training.losses import BETA_CONVENTION
+
+RECORD_FILE = "rpo_bench.json"
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+RECORD_FORMAT = "rpo-bench-train/1"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_output(trainer, steps_done: int) -> None:
+    config, output = trainer.config, trainer.output
+    unet = trainer.accelerator.unwrap_model(trainer.unet)
+    output.mkdir(parents=True, exist_ok=True)
+    if config.lora_rank > 0:
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        pipeline_class = StableDiffusionXLPipeline if trainer.spec.family == "sdxl" else StableDiffusionPipeline
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        pipeline_class.save_lora_weights(output, unet_lora_layers=layers, weight_name=LORA_WEIGHTS)
+        kind = "lora"
+    else:
+        unet.save_pretrained(output / "unet")
+        kind = "unet"
+    record = {
+        "format": RECORD_FORMAT,
+        "kind": kind,
+        "method": config.method,
+        "steps_done": steps_done,
+        "config": config.to_dict(),
+        "beta_convention": BETA_CONVENTION if config.method != "sft" else None,
+        "base_model": trainer.spec.to_dict(),
+        "base_fingerprint": trainer.base_fingerprint,
+        "protocol": trainer.spec.protocol,
+        "data": {"source": trainer.data.source, "fingerprint": trainer.data.fingerprint, **trainer.data.stats},
+        "embedding_model": trainer.table.model_identity if trainer.table is not None else None,
+        "world_size": trainer.world,
+    }
+    _write_atomic(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
+    _write_atomic(output / "README.md", model_card(record))
+    if config.name:
+        register_model(config.name, spec_table_for_output(output, record))
+
+
+def spec_table_for_output(output: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A ModelSpec table: the base model plus the trained UNet or LoRA from `output`."""
+    table = {k: v for k, v in record["base_model"].items() if k not in ("name", "description")}
+    if record["kind"] == "lora":
+        table.update(lora_repo=str(output.resolve()), lora_weight_name=LORA_WEIGHTS)
+    else:
+        table.update(unet_repo=str(output.resolve()), unet_subfolder="unet")
+    table["description"] = f"{record['method']} on {record['data']['source']} ({record['steps_done']} steps)"
+    return table
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def register_model(name: str, table: dict[str, Any]) -> None:
+    """Add [models.NAME] to the user registry; an existing entry of that name is an error, not overwritten."""
+    from rpo_bench.registry import read_toml
+
+    path = user_registry_file()
+    existing = read_toml(path) if path.is_file() else {}
+    if name in existing.get("models", {}):
+        raise BadInputError(f"--name {name!r} is already in {path}; remove it there or choose another name")
+    lines = [f"\n[models.{json.dumps(name)}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, (path.read_text(encoding="utf-8") if path.is_file() else "") + "\n".join(lines) + "\n")
+
+
+def model_card(record: dict[str, Any]) -> str:
+    config = record["config"]
+    base = record["base_model"]
+    method = {"sft": "SFT", "dpo": "Diffusion-DPO", "rpo": "Diffusion-RPO"}[record["method"]]
+    settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(config.items()) if v not in ("", None))
+    weights = ("LoRA (`pytorch_lora_weights.safetensors`, load with `pipe.load_lora_weights(folder)`)"
+               if record["kind"] == "lora" else "full UNet (`unet/`, load with "
+               "`UNet2DConditionModel.from_pretrained(folder, subfolder='unet')`)")
+    return f"""# {method} fine-tune of {base.get('name')}
+
+Trained with rpo-bench: {record['steps_done']} steps of {method} on `{record['data']['source']}`
+({record['data'].get('kept', '?')} preference pairs, data fingerprint `{record['data']['fingerprint'][:16]}`).
+
+- Weights: {weights}
+- Base model: `{base.get('repo') or base.get('tiny')}` (fingerprint `{record['base_fingerprint'][:16]}`)
+- beta convention: `{record['beta_convention']}` (logit = -(beta/2)(D^w - D^l), as the official Diffusion-DPO code)
+- Evaluate it: `rpo-bench evaluate --models <this folder>`
+
+| setting | value |
+|---|---|
+{settings}
+"""
+
+
+def format_diagnostics(record: dict[str, float]) -> str:
+    names = [("loss", "loss", 4), ("acc_diag", "acc", 2), ("acc_offdiag", "acc_off", 2),
+             ("weight_diag_mean", "w_ii", 2), ("weight_entropy", "H(w)", 2), ("d_w_mean", "D^w", 5),
+             ("d_l_mean", "D^l", 5), ("reward_margin", "margin", 3), ("grad_norm", "|g|", 3), ("lr", "lr", 2)]
+    parts = [f"step {int(record['step'])}"]
+    for key, label, digits in names:
+        if key in record and record[key] == record[key]:  # skip NaN (e.g. acc_off at one pair)
+            value = record[key]
+            parts.append(f"{label} {value:.{digits}e}" if key == "lr" else f"{label} {value:.{digits}f}")
+    return "  ".join(parts)
