@@ -32,7 +32,8 @@ def evaluate(
     prompts: str = typer.Option("smoke", help="Prompt set name, or a .txt / .jsonl file."),
     metrics: str = typer.Option("tiny-clip", help="Comma-separated metrics; NAME or NAME:ARG."),
     seeds: str = typer.Option("0,1", help="Seeds: integers and ranges, e.g. 0,1 or 0-3."),
-    protocol: str | None = typer.Option(None, help="Sampling protocol; default: each model's own."),
+    protocol: str | None = typer.Option(None, help="Sampling protocol(s), comma-separated; default: each "
+                                        "model's own."),
     store: Path | None = typer.Option(None, help="Results store (SQLite); default $RPO_BENCH_HOME/results.sqlite."),
     image_cache: Path | None = typer.Option(None, help="Image cache folder; default $RPO_BENCH_HOME/images."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N, mps."),
@@ -124,13 +125,13 @@ def models_show(name: str) -> None:
 def metrics_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
-    from rpo_bench.metrics import METRICS, make_metric
+    from rpo_bench.metrics import METRICS, example_spec, make_metric
 
     table = Table(title="metrics")
     for column in ("name", "direction", "range", "origin", "summary"):
         table.add_column(column, no_wrap=column == "name")
     for entry in METRICS:
-        metric = make_metric(entry.name)
+        metric = make_metric(example_spec(entry.name))
         table.add_row(entry.name, "higher is better" if metric.higher_is_better else "lower is better",
                       f"{metric.value_range[0]:g} .. {metric.value_range[1]:g}", entry.source,
                       entry.summary or metric.summary)
@@ -139,9 +140,9 @@ def metrics_list(ctx: typer.Context) -> None:
 
 @metrics_app.command("show")
 def metrics_show(name: str) -> None:
-    from rpo_bench.metrics import METRICS, make_metric
+    from rpo_bench.metrics import METRICS, example_spec, make_metric
 
-    metric = make_metric(name)
+    metric = make_metric(name if ":" in name else example_spec(name))
     entry = METRICS.entry(name.partition(":")[0])
     console.print(_kv_table(f"metric {metric.key}", {
         "class": f"{type(metric).__module__}.{type(metric).__name__}", "summary": entry.summary or metric.summary,

@@ -47,7 +47,7 @@ class EvaluateConfig:
     prompts: str = "smoke"
     metrics: Sequence[str] = ("tiny-clip",)
     seeds: Sequence[int] = (0, 1)
-    protocol: str | None = None  # None: each model's default protocol
+    protocol: str | None = None  # None: each model's default protocol; "A,B": every model under each
     store: Path = field(default_factory=default_store_path)
     image_cache: Path = field(default_factory=default_image_cache)
     device: str = "auto"
@@ -100,17 +100,24 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def protocol_names(config: EvaluateConfig, spec: ModelSpec) -> list[str]:
+    if not config.protocol:
+        return [spec.protocol]
+    return [name.strip() for name in config.protocol.split(",") if name.strip()]
+
+
 def _plan(config: EvaluateConfig, prompt_set: PromptSet, dtype_name: str) -> list[_ModelPlan]:
     plans = []
     for name in config.models:
         spec = resolve_model(name)
-        protocol = PROTOCOLS.get(config.protocol or spec.protocol)
         fingerprint = model_fingerprint(spec)
-        protocol_fp = protocol.fingerprint(spec.family)
-        items = [GenerationItem(generation_key(fingerprint, protocol_fp, dtype_name, p.text, seed), p, seed)
-                 for p in prompt_set.prompts for seed in config.seeds]
-        unique = list({item.key: item for item in items}.values())  # a repeated prompt is one image
-        plans.append(_ModelPlan(spec, protocol, fingerprint, unique))
+        for protocol_name in protocol_names(config, spec):
+            protocol = PROTOCOLS.get(protocol_name)
+            protocol_fp = protocol.fingerprint(spec.family)
+            items = [GenerationItem(generation_key(fingerprint, protocol_fp, dtype_name, p.text, seed), p, seed)
+                     for p in prompt_set.prompts for seed in config.seeds]
+            unique = list({item.key: item for item in items}.values())  # a repeated prompt is one image
+            plans.append(_ModelPlan(spec, protocol, fingerprint, unique))
     return plans
 
 
@@ -221,8 +228,8 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
     prompt_set = load_prompt_set(config.prompts)
     metrics = [make_metric(m) for m in config.metrics]
     for name in config.models:
-        spec = resolve_model(name)
-        PROTOCOLS.get(config.protocol or spec.protocol)
+        for protocol_name in protocol_names(config, resolve_model(name)):
+            PROTOCOLS.get(protocol_name)
     store = ResultsStore(config.store)
     cache = ImageCache(config.image_cache)
     plans = _plan(config, prompt_set, dtype_name)

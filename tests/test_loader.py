@@ -13,7 +13,7 @@ from rpo_bench.models.loader import base_location, load_pipeline, model_fingerpr
 from rpo_bench.models.spec import ModelSpec
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def tiny_folders():
     return {name: base_location(MODELS.get(name)) for name in ("tiny-sd15", "tiny-sd15-alt", "tiny-sdxl")}
 

@@ -27,6 +27,11 @@ METRICS.register("clip", "rpo_bench.metrics.clip_score:ClipScore",
                          "or clip:open_clip:<arch>/<pretrained>")
 METRICS.register("tiny-clip", "rpo_bench.metrics.clip_score:TinyClipScore",
                  summary="CLIP score on a random tiny CLIP built offline (tests, CPU demo); clip-score math")
+def example_spec(name: str) -> str:
+    """A usable spec for a registry entry: metrics that need an argument declare an `example_arg`."""
+    factory = METRICS.get(name)
+    example = getattr(factory, "example_arg", None)
+    return f"{name}:{example}" if example else name
 
 
 def make_metric(spec: str) -> Metric:

@@ -19,6 +19,7 @@ class Metric(ABC):
     higher_is_better: bool = True
     value_range: tuple[float, float] = (float("-inf"), float("inf"))
     summary: str = ""
+    example_arg: str | None = None  # set by metrics that cannot be used without an argument (micro-style:S)
 
     def __init__(self, arg: str | None = None):
         self.arg = arg

@@ -171,3 +171,4 @@ class TinyClipScore(ClipScore):
         if not seed.isdigit():
             raise BadInputError(f"tiny-clip:{seed}: the argument is the tiny CLIP's seed; accepted: an integer >= 0")
         return str(ensure_tiny_model("tiny-clip", int(seed), tiny_models_dir()))
+

@@ -29,9 +29,9 @@ def base_location(spec: ModelSpec) -> str:
 
         return str(ensure_tiny_model(spec.tiny, spec.seed, tiny_models_dir()))
     if spec.is_local:
-        folder = Path(spec.repo).expanduser()
+        folder = Path(spec.location).expanduser()
         if not (folder / "model_index.json").is_file():
-            raise BadInputError(f"model {spec.name!r}: {spec.repo} is not a diffusers pipeline folder "
+            raise BadInputError(f"model {spec.name!r}: {spec.location} is not a diffusers pipeline folder "
                                 "(no model_index.json)")
         return str(folder)
     return spec.repo

@@ -12,6 +12,7 @@ from rpo_bench.errors import BadInputError
 from rpo_bench.registry import check_table_keys
 
 FAMILIES = ("sd15", "sdxl")
+PACKAGE_PREFIX = "package:"  # a path relative to the rpo_bench package folder
 PIPELINE_CLASS_TO_FAMILY = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
@@ -52,8 +53,16 @@ class ModelSpec:
             raise BadInputError(f"model {self.name!r}: needs `repo` (hub id or local folder) or `tiny`")
 
     @property
+    def location(self) -> str:
+        """`repo`, with "package:" paths (models shipped inside rpo_bench, like micro-base) made absolute."""
+        if self.repo.startswith(PACKAGE_PREFIX):
+            return str(Path(__file__).resolve().parents[1] / self.repo.removeprefix(PACKAGE_PREFIX))
+        return self.repo
+
+    @property
     def is_local(self) -> bool:
-        return bool(self.repo) and (self.repo.startswith(("/", ".", "~")) or Path(self.repo).expanduser().is_dir())
+        location = self.location
+        return bool(location) and (location.startswith(("/", ".", "~")) or Path(location).expanduser().is_dir())
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}

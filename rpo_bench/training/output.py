@@ -89,6 +89,9 @@ def register_model(name: str, table: dict[str, Any]) -> None:
     lines = [f"\n[models.{json.dumps(name)}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, (path.read_text(encoding="utf-8") if path.is_file() else "") + "\n".join(lines) + "\n")
+    from rpo_bench.models.catalog import MODELS
+
+    MODELS.reset_plugins()  # so this process sees the new entry too
 
 
 def model_card(record: dict[str, Any]) -> str:

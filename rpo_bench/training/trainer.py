@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rpo_bench.config import seed_everything
 from rpo_bench.errors import BadInputError
 from rpo_bench.training import losses
 from rpo_bench.training.batches import draw_randomness, global_batch_indices, image_to_tensor
@@ -87,6 +88,7 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
+        from rpo_bench.micro.preferences import resolve_preference_source
         from rpo_bench.models.catalog import resolve_model
         from rpo_bench.models.loader import load_pipeline, model_fingerprint
         from rpo_bench.training.data import load_preference_data
@@ -95,7 +97,10 @@ class Trainer:
         self.spec = resolve_model(config.model)
         self.base_fingerprint = model_fingerprint(self.spec)
         with accelerator.main_process_first():
-            self.data = load_preference_data(config.data, split=config.data_split, limit=config.data_limit or None)
+            source = resolve_preference_source(config.data, self.show_progress and accelerator.is_main_process)
+            self.data = load_preference_data(source, split=config.data_split, limit=config.data_limit or None,
+                                             stream=config.data_stream,
+                                             show_progress=self.show_progress and accelerator.is_main_process)
         self.table = None
         if self.is_rpo:
             from rpo_bench.training.embeddings import compute_embeddings
@@ -110,6 +115,7 @@ class Trainer:
         for module in self.parts.frozen_modules():
             module.to(dtype=weight_dtype)
         unet = pipe.unet
+        seed_everything(config.seed)  # LoRA's initial A matrices come from the global RNG
         self.reference, parameters = prepare_unet(unet, config, weight_dtype, self.needs_reference)
         optimizer = make_optimizer(parameters, config)
         self.lr_scheduler = make_lr_scheduler(optimizer, config)

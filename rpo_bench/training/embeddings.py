@@ -1,0 +1,200 @@
+"""The RPO embedding cache (METHOD.md, Diffusion-RPO item 2).
+
+The similarity weights need a CLIP text embedding of every caption and image embeddings of every winner and
+loser. They do not depend on the model being trained, so they are computed once per dataset, outside the
+training step, and kept in one SQLite file keyed by (embedding model identity, sample id): a pair shared by
+two datasets is embedded once, two CLIP models never mix, and each batch is its own transaction, so an
+interrupted computation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rpo_bench.config import home_dir
+from rpo_bench.errors import BadInputError
+from rpo_bench.metrics import make_metric
+from rpo_bench.metrics.clip_score import DEFAULT_BACKBONE, HFClipBackbone
+from rpo_bench.progress import progress_bar
+from rpo_bench.training.data import PreferenceData
+
+log = logging.getLogger(__name__)
+
+EMBED_MODES = ("text", "image", "joint")
+CACHE_FILE = "embeddings.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL,              -- embedding model identity: weights (hub commit / folder hash) and dtype
+    sample_id TEXT NOT NULL,          -- content hash of caption + winner bytes + loser bytes
+    dim INTEGER NOT NULL,
+    text BLOB NOT NULL,               -- float32, projected CLIP features, not normalised
+    image_w BLOB NOT NULL,
+    image_l BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (model, sample_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """Rows aligned with the data's indices: row i belongs to data[i]."""
+
+    text: torch.Tensor
+    image_w: torch.Tensor
+    image_l: torch.Tensor
+    model_identity: str
+    sample_ids: tuple[str, ...]
+    computed: int = 0
+    from_cache: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+def default_cache_dir() -> Path:
+    return home_dir() / "embeddings"
+
+
+def embedding_model_source(name: str) -> str:
+    """`tiny-clip[:SEED]`, a Hugging Face CLIP id or a local CLIP folder (also accepted as `clip:<that>`)."""
+    base, _, arg = name.partition(":")
+    if base == "tiny-clip":
+        return make_metric(name).backbone_source()
+    if base == "clip":
+        name = arg or DEFAULT_BACKBONE
+    if not name or name.startswith("open_clip:"):
+        raise BadInputError(f"embedding model {name!r}: accepted: tiny-clip[:SEED], a Hugging Face CLIP id "
+                            "(e.g. openai/clip-vit-large-patch14) or a local CLIP folder")
+    return name
+
+
+def embedding_model_identity(name: str, dtype: torch.dtype = torch.float32) -> str:
+    """The clip metric's version (formula + hub commit or folder hash) plus the dtype the features were made in."""
+    version = make_metric("clip:" + embedding_model_source(name)).version
+    return f"{version}|{str(dtype).removeprefix('torch.')}"
+
+
+class EmbeddingCache:
+    def __init__(self, directory: Path):
+        self.path = Path(directory).expanduser() / CACHE_FILE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise BadInputError(f"cannot write the embedding cache {self.path}: {exc}") from exc
+
+    def existing(self, model: str, sample_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sample_ids):
+            rows = self._db.execute(f"SELECT sample_id FROM embeddings WHERE model = ? AND sample_id IN "
+                                    f"({','.join('?' * len(chunk))})", (model, *chunk))
+            found.update(row[0] for row in rows)
+        return found
+
+    def add(self, model: str, sample_ids: Sequence[str], text: torch.Tensor, image_w: torch.Tensor,
+            image_l: torch.Tensor) -> None:
+        """One transaction per batch: a kill between batches loses nothing already written."""
+        now = time.time()
+        blobs = [_blob(t) for t in (text, image_w, image_l)]
+        rows = [(model, sid, text.shape[1], blobs[0][i], blobs[1][i], blobs[2][i], now)
+                for i, sid in enumerate(sample_ids)]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def read(self, model: str, sample_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        found = {}
+        for chunk in _chunks(sample_ids):
+            rows = self._db.execute(f"SELECT sample_id, text, image_w, image_l FROM embeddings WHERE model = ? "
+                                    f"AND sample_id IN ({','.join('?' * len(chunk))})", (model, *chunk))
+            for sample_id, *blobs in rows:
+                found[sample_id] = tuple(np.frombuffer(b, dtype=np.float32) for b in blobs)
+        return found
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> list[list[str]]:
+    items = list(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _blob(features: torch.Tensor) -> list[bytes]:
+    array = features.detach().to("cpu", torch.float32).contiguous().numpy()
+    return [row.tobytes() for row in array]
+
+
+def compute_embeddings(data: PreferenceData, model: str = "tiny-clip", *, device: str = "cpu",
+                       dtype: torch.dtype = torch.float32, batch_size: int = 16, show_progress: bool = True,
+                       cache_dir: Path | None = None) -> EmbeddingTable:
+    """T(caption), I(winner), I(loser) for every pair, computing only what the cache lacks."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BadInputError(f"embedding batch size {batch_size!r}: accepted: an integer >= 1")
+    source = embedding_model_source(model)
+    identity = embedding_model_identity(model, dtype)
+    cache = EmbeddingCache(cache_dir if cache_dir is not None else default_cache_dir())
+    try:
+        first_index: dict[str, int] = {}  # a pair that occurs twice is embedded once
+        for i, sample_id in enumerate(data.sample_ids):
+            first_index.setdefault(sample_id, i)
+        done = cache.existing(identity, list(first_index))
+        todo = [i for sid, i in first_index.items() if sid not in done]
+        if todo:
+            backbone = HFClipBackbone(source, device, dtype)
+            with progress_bar(f"embed {model}", len(todo), show_progress) as advance:
+                for start in range(0, len(todo), batch_size):
+                    pairs = [data[i] for i in todo[start:start + batch_size]]
+                    images, text = backbone.features([p.winner for p in pairs] + [p.loser for p in pairs],
+                                                     [p.caption for p in pairs])
+                    cache.add(identity, [p.sample_id for p in pairs], text, images[:len(pairs)],
+                              images[len(pairs):])
+                    advance(len(pairs))
+            del backbone
+        vectors = cache.read(identity, list(first_index))
+    finally:
+        cache.close()
+    log.info("embeddings %s: %d computed, %d from the cache %s", model, len(todo), len(first_index) - len(todo),
+             cache.path)
+    columns = [torch.from_numpy(np.stack([vectors[sid][k] for sid in data.sample_ids])) for k in range(3)]
+    return EmbeddingTable(*columns, model_identity=identity, sample_ids=tuple(data.sample_ids),
+                          computed=len(todo), from_cache=len(first_index) - len(todo))
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def pair_embeddings(table: EmbeddingTable, indices: Sequence[int] | torch.Tensor,
+                    mode: str = "joint") -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, v), each [M, d] and L2-normalised, for the weights S_ij = cos(u_i, v_j) of METHOD.md.
+
+    text: u_i = T(c_i), v_j = T(c_j); image: u_i = I(x^w_i), v_j = I(x^l_j);
+    joint: u_i = n(n(T(c_i)) + n(I(x^w_i))), v_j = n(n(T(c_j)) + n(I(x^l_j))) with n the L2 normalisation.
+    """
+    if mode not in EMBED_MODES:
+        raise ValueError(f"unknown embedding mode {mode!r}; accepted: {', '.join(EMBED_MODES)}")
+    index = torch.as_tensor(indices, dtype=torch.long).cpu()
+    text = _normalise(table.text[index])
+    if mode == "text":
+        return text, text
+    image_w, image_l = _normalise(table.image_w[index]), _normalise(table.image_l[index])
+    if mode == "image":
+        return image_w, image_l
+    return _normalise(text + image_w), _normalise(text + image_l)
