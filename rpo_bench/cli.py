@@ -25,27 +25,32 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# The embedded default: the micro world, whose judge measures what each prompt asked for.
+DEFAULT_METRICS = ("micro-oracle,micro-oracle:colour,micro-oracle:shape,micro-oracle:size,micro-oracle:position,"
+                   "micro-oracle:background,micro-clip")
+
+
 # -- evaluate -----------------------------------------------------------------------------------------------
 @app.command()
 def evaluate(
-    models: str = typer.Option("tiny-sd15,tiny-sd15-alt", help="Comma-separated model names or diffusers folders."),
-    prompts: str = typer.Option("smoke", help="Prompt set name, or a .txt / .jsonl file."),
-    metrics: str = typer.Option("tiny-clip", help="Comma-separated metrics; NAME or NAME:ARG."),
-    seeds: str = typer.Option("0,1", help="Seeds: integers and ranges, e.g. 0,1 or 0-3."),
-    protocol: str | None = typer.Option(None, help="Sampling protocol(s), comma-separated; default: each "
-                                        "model's own."),
+    models: str = typer.Option("micro-base", help="Comma-separated model names or diffusers folders."),
+    prompts: str = typer.Option("micro-test", help="Prompt set name, or a .txt / .jsonl file."),
+    metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated metrics; NAME or NAME:ARG."),
+    seeds: str = typer.Option("0", help="Seeds: integers and ranges, e.g. 0,1 or 0-3."),
+    protocol: str | None = typer.Option("micro,micro-fast", help="Sampling protocol(s), comma-separated; every "
+                                        "model under each. Empty: each model's own."),
     store: Path | None = typer.Option(None, help="Results store (SQLite); default $RPO_BENCH_HOME/results.sqlite."),
     image_cache: Path | None = typer.Option(None, help="Image cache folder; default $RPO_BENCH_HOME/images."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N, mps."),
     dtype: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16."),
-    batch_size: int = typer.Option(4, help="Images per generation / scoring batch."),
+    batch_size: int = typer.Option(16, help="Images per generation / scoring batch."),
 ) -> None:
-    """Generate (cached, seeded) and score images: models x prompts x seeds x metrics."""
+    """Generate (cached, seeded) and score images: models x protocols x prompts x seeds x metrics."""
     from rpo_bench.evaluate import EvaluateConfig, default_image_cache, default_store_path, parse_seeds
     from rpo_bench.evaluate import evaluate as run_evaluate
 
     config = EvaluateConfig(models=_split(models), prompts=prompts, metrics=_split(metrics), seeds=parse_seeds(seeds),
-                            protocol=protocol, store=store or default_store_path(),
+                            protocol=protocol or None, store=store or default_store_path(),
                             image_cache=image_cache or default_image_cache(), device=device, dtype=dtype,
                             batch_size=batch_size)
     if store is None:
@@ -67,9 +72,11 @@ def evaluate(
 
 # -- train, pairs, presets ----------------------------------------------------------------------------------------
 def _register_training_commands() -> None:
+    from rpo_bench.cli_micro import micro_app
     from rpo_bench.cli_train import register
 
     register(app)
+    app.add_typer(micro_app, name="micro")
 
 
 _register_training_commands()

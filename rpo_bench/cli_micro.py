@@ -14,14 +14,17 @@ def build(
     out: Path | None = typer.Option(None, help="Output folder; default: the package's shipped assets."),
     seed: int = typer.Option(0, help="Seed of every stage."),
     clip_steps: int = typer.Option(1500, help="Micro CLIP training steps."),
-    vae_steps: int = typer.Option(1500, help="VAE training steps."),
-    unet_steps: int = typer.Option(1500, help="Base UNet training steps."),
+    vae_steps: int = typer.Option(800, help="VAE training steps."),
+    unet_steps: int = typer.Option(1200, help="Base UNet training steps."),
+    judge_steps: int = typer.Option(3000, help="Judge CNN training steps (skipped when the judge exists)."),
+    threads: int = typer.Option(1, help="torch threads (1 is fastest for these small models)."),
 ) -> None:
-    """Retrain the micro CLIP, VAE and base UNet from scratch (seeded; resumes at the last unfinished stage)."""
+    """Retrain the judge, micro CLIP, VAE and base UNet from scratch (seeded; resumes at the unfinished stage)."""
     from rpo_bench.cli import console
     from rpo_bench.micro.build import ASSETS, build_micro
 
-    report = build_micro(out or ASSETS, seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps)
+    report = build_micro(out or ASSETS, seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
+                         judge_steps=judge_steps, threads=threads)
     for name, sha in report.get("sha256", {}).items():
         console.print(f"{sha}  {name}")
 

@@ -43,10 +43,10 @@ def default_image_cache() -> Path:
 
 @dataclass
 class EvaluateConfig:
-    models: Sequence[str] = ("tiny-sd15", "tiny-sd15-alt")
-    prompts: str = "smoke"
-    metrics: Sequence[str] = ("tiny-clip",)
-    seeds: Sequence[int] = (0, 1)
+    models: Sequence[str] = ("micro-base",)
+    prompts: str = "micro-test"
+    metrics: Sequence[str] = ("micro-oracle",)
+    seeds: Sequence[int] = (0,)
     protocol: str | None = None  # None: each model's default protocol; "A,B": every model under each
     store: Path = field(default_factory=default_store_path)
     image_cache: Path = field(default_factory=default_image_cache)

@@ -15,7 +15,7 @@ from rpo_bench.image_cache import ImageCache
 from tests.test_generate import MAX_PIXEL_DIFFERENCE
 
 ARGS = ["evaluate", "--models", "tiny-sd15,tiny-sdxl", "--prompts", "smoke", "--metrics", "tiny-clip",
-        "--seeds", "0,1", "--device", "cpu", "--batch-size", "3"]
+        "--seeds", "0,1", "--device", "cpu", "--batch-size", "3", "--protocol", "tiny"]
 
 
 def _content(path):

@@ -74,7 +74,7 @@ def _cli(home: Path, *args: str) -> list[str]:
     # may move a pixel by one level (test_generate); with single-image batches the comparison can be exact.
     return [sys.executable, "-m", "rpo_bench", "evaluate", "--models", "tiny-sd15", "--prompts", "smoke",
             "--metrics", "tiny-clip", "--seeds", "0-2", "--batch-size", "1", "--store", str(home / "r.sqlite"),
-            "--image-cache", str(home / "images"), *args]
+            "--image-cache", str(home / "images"), "--protocol", "tiny", *args]
 
 
 @pytest.mark.slow

@@ -27,6 +27,15 @@ METRICS.register("clip", "rpo_bench.metrics.clip_score:ClipScore",
                          "or clip:open_clip:<arch>/<pretrained>")
 METRICS.register("tiny-clip", "rpo_bench.metrics.clip_score:TinyClipScore",
                  summary="CLIP score on a random tiny CLIP built offline (tests, CPU demo); clip-score math")
+METRICS.register("micro-oracle", "rpo_bench.metrics.micro:MicroOracle",
+                 summary="micro world ground truth: share of the prompt's attributes the image shows "
+                         "(micro-oracle:<attribute> for one)")
+METRICS.register("micro-style", "rpo_bench.metrics.micro:MicroStyle",
+                 summary="micro world: probability that the image is in style S (micro-style:S)")
+METRICS.register("micro-clip", "rpo_bench.metrics.clip_score:MicroClipScore",
+                 summary="CLIP score with the micro world's CLIP (trained on renders)")
+
+
 def example_spec(name: str) -> str:
     """A usable spec for a registry entry: metrics that need an argument declare an `example_arg`."""
     factory = METRICS.get(name)

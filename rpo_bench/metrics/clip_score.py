@@ -172,3 +172,13 @@ class TinyClipScore(ClipScore):
             raise BadInputError(f"tiny-clip:{seed}: the argument is the tiny CLIP's seed; accepted: an integer >= 0")
         return str(ensure_tiny_model("tiny-clip", int(seed), tiny_models_dir()))
 
+
+class MicroClipScore(ClipScore):
+    """CLIP score with the micro world's contrastively trained CLIP (shipped with rpo-bench)."""
+
+    name = "micro-clip"
+
+    def backbone_source(self) -> str:
+        from rpo_bench.micro.build import ASSETS
+
+        return str(ASSETS / "micro-clip")

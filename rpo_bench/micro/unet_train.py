@@ -1,0 +1,89 @@
+"""The micro base UNet: a latent UNet2DConditionModel trained on mostly-plain renders, conditioned on the frozen
+text tower of the micro CLIP (as SD1.5 is on the frozen OpenAI CLIP text encoder).
+
+Latents and prompt embeddings are computed once for a pool of renders, so each step is a UNet step only.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rpo_bench.micro.training_data import training_batch
+from rpo_bench.progress import progress_bar
+
+SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+
+
+def build_micro_unet(cross_attention_dim: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=32)
+
+
+@torch.no_grad()
+def _encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
+    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    return text_encoder(tokens.input_ids).last_hidden_state
+
+
+@torch.no_grad()
+def latent_pool(vae, text_encoder, tokenizer, rng: np.random.Generator, size: int, show_progress: bool):
+    """(latents [N,4,8,8], prompt index [N], embeddings of the unique prompts [P,77,d] with "" last)."""
+    latents, prompt_ids, vocabulary = [], [], {}
+    with progress_bar("micro UNet data", size, show_progress) as advance:
+        for start in range(0, size, 256):
+            images, prompts = training_batch(rng, min(256, size - start))
+            latents.append(vae.encode(images).latent_dist.sample() * vae.config.scaling_factor)
+            prompt_ids.extend(vocabulary.setdefault(p, len(vocabulary)) for p in prompts)
+            advance(len(prompts))
+    unique = list(vocabulary) + [""]
+    embeddings = torch.cat([_encode_prompts(text_encoder, tokenizer, unique[i:i + 256])
+                            for i in range(0, len(unique), 256)])
+    return torch.cat(latents), torch.tensor(prompt_ids), embeddings
+
+
+def train_micro_unet(vae, text_encoder, tokenizer, seed: int = 0, steps: int = 1500, batch_size: int = 128,
+                     pool_size: int = 40000, caption_dropout: float = 0.1, ema_decay: float = 0.99,
+                     show_progress: bool = True):
+    """Epsilon-prediction DDPM training; returns the EMA UNet (0.99: a ~100-step window suits a few k steps)."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed + 200)
+    latents, prompt_ids, embeddings = latent_pool(vae, text_encoder, tokenizer, rng, pool_size, show_progress)
+    empty = len(embeddings) - 1
+    scheduler = DDPMScheduler(**SD_BETAS)
+    unet = build_micro_unet(text_encoder.config.hidden_size)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-4, total_steps=steps, pct_start=0.03)
+    generator = torch.Generator().manual_seed(seed)
+    unet.train()
+    with progress_bar("micro UNet", steps, show_progress) as advance:
+        for _ in range(steps):
+            index = torch.randint(0, len(latents), (batch_size,), generator=generator)
+            ids = prompt_ids[index].clone()
+            ids[torch.rand(batch_size, generator=generator) < caption_dropout] = empty  # for classifier-free guidance
+            noise = torch.randn(latents[index].shape, generator=generator)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+            noisy = scheduler.add_noise(latents[index], noise, t)
+            loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=embeddings[ids]).sample, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                for target, source in zip(ema.parameters(), unet.parameters(), strict=True):
+                    target.lerp_(source, 1 - ema_decay)
+            advance(1)
+    return ema.eval(), {"final_loss": round(loss.item(), 4), "steps": steps, "pool": pool_size}
