@@ -54,3 +54,16 @@ def test_preference_labels_agree_with_the_noiseless_judge_as_configured(tmp_path
     assert abs(observed - predicted) <= 3 * standard_error + 1e-9
     assert all(row["score_0"] != row["score_1"] for row in rows)  # ties dropped
     assert observed < 1.0  # some labels are the wrong way round, as with people
+
+
+def test_micro_models_weight_rpo_pairs_with_the_micro_clip():
+    """--embed-model auto must pick the micro CLIP for micro-base (and for anything trained from it), never a hub
+    CLIP that is not on the machine."""
+    from rpo_bench.models.spec import spec_from_table
+
+    micro = MODELS.get("micro-base")
+    assert micro.clip_source.endswith("micro/assets/micro-clip")
+    assert MODELS.get("tiny-sd15").clip_source == "tiny-clip"
+    assert MODELS.get("sd15-base").clip_source == "openai/clip-vit-large-patch14"
+    trained = spec_from_table("x", {k: v for k, v in micro.to_dict().items() if k != "name"})
+    assert trained.clip_source == micro.clip_source

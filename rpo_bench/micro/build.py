@@ -1,9 +1,9 @@
 """`rpo-bench micro build`: retrain the micro world's models from scratch, seeded, stage by stage.
 
-Stages: judge -> micro CLIP -> VAE -> base UNet, assembled into `micro-base` (a StableDiffusionPipeline whose text encoder
-is the micro CLIP's frozen text tower). Each stage's output is written atomically and skipped when present, so
-an interrupted build resumes at the stage it was in. Weights are saved in fp16 (the shipped set must stay
-under 20 MB; most of it is the 49,408-token embedding) and load in fp32 for training.
+Stages: judge -> micro CLIP -> VAE -> base UNet, assembled into `micro-base` (a StableDiffusionPipeline whose
+text encoder is the micro CLIP's frozen text tower). Each stage's output is written atomically and skipped
+when present, so an interrupted build resumes at the stage it was in. Weights are saved in fp16 (the shipped
+set must stay under 20 MB; most of it is the 49,408-token embedding) and load in fp32 for training.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class ModelSpec:
     protocol: str = "spo-ddim20"
     tiny: str | None = None
     seed: int = 0
+    clip: str | None = None  # the CLIP that goes with this model (RPO weights with --embed-model auto)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -58,6 +59,13 @@ class ModelSpec:
         if self.repo.startswith(PACKAGE_PREFIX):
             return str(Path(__file__).resolve().parents[1] / self.repo.removeprefix(PACKAGE_PREFIX))
         return self.repo
+
+    @property
+    def clip_source(self) -> str:
+        """The CLIP for this model's RPO similarity weights: its own, else the scorer stack's default."""
+        if self.clip and self.clip.startswith(PACKAGE_PREFIX):
+            return str(Path(__file__).resolve().parents[1] / self.clip.removeprefix(PACKAGE_PREFIX))
+        return self.clip or ("tiny-clip" if self.tiny else "openai/clip-vit-large-patch14")
 
     @property
     def is_local(self) -> bool:

@@ -84,8 +84,8 @@ class RPOConfig(DPOConfig):
     method: str = _f("rpo", TrainConfig.__dataclass_fields__["method"].metadata["help"])
     tau: float = _f(0.5, "Softmax temperature of the similarity weights (parent method sweeps 0.25/0.5/0.75).")
     embed_mode: str = _f("joint", "text, image or joint: which CLIP embeddings define pair similarity.")
-    embed_model: str = _f("auto", "CLIP for the weights: tiny-clip[:seed], a hub id or a folder; auto: "
-                          "tiny-clip for tiny models, openai/clip-vit-large-patch14 otherwise.")
+    embed_model: str = _f("auto", "CLIP for the weights: tiny-clip[:seed], a hub id or a folder; auto: the "
+                          "model's own CLIP (micro CLIP, tiny CLIP), else openai/clip-vit-large-patch14.")
     weight_scale: str = _f("none", "none, or M: multiply the weights by M so the average weight is 1.")
     placement: str = _f("inside", "inside: -log sigmoid(w Z) (parent method); outside: w * -log sigmoid(Z).")
     pin_diagonal: bool = _f(False, "Set S_ii = 1 so the same-prompt pair always has the largest weight.")

@@ -126,9 +126,7 @@ class Trainer:
 
     def embed_model(self) -> str:
         name = self.config.embed_model
-        if name == "auto":
-            return "tiny-clip" if self.spec.tiny else "openai/clip-vit-large-patch14"
-        return name
+        return self.spec.clip_source if name == "auto" else name
 
     # -- one micro-step -------------------------------------------------------------------------------------
     def _micro_batch(self, micro_step: int):
