@@ -113,7 +113,8 @@ class Trainer:
         resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.parts = DiffusionParts(pipe, self.spec.family, resolution, accelerator.device, weight_dtype)
         for module in self.parts.frozen_modules():
-            module.to(dtype=weight_dtype)
+            if module.dtype != weight_dtype:  # a no-op cast still makes diffusers warn on every set-up
+                module.to(dtype=weight_dtype)
         unet = pipe.unet
         seed_everything(config.seed)  # LoRA's initial A matrices come from the global RNG
         self.reference, parameters = prepare_unet(unet, config, weight_dtype, self.needs_reference)
