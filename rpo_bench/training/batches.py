@@ -8,6 +8,7 @@ pair gets the same timestep and noise whether it is trained on 1 process or on 2
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ def pair_generator(seed: int, micro_step: int, position: int) -> torch.Generator
     return torch.Generator("cpu").manual_seed(_seed_for(seed, micro_step, position))
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_pairs: int, seed: int, epoch: int) -> torch.Tensor:
+    """One permutation per epoch, drawn once: at Pick-a-Pic size a fresh randperm every micro-step would cost
+    more than the step's data loading."""
+    return torch.randperm(num_pairs, generator=torch.Generator("cpu").manual_seed(_seed_for(seed, -1, epoch)))
+
+
 def global_batch_indices(num_pairs: int, seed: int, micro_step: int, global_batch: int) -> list[int]:
     """Pair indices of one global micro-batch: consecutive slices of a new permutation every epoch."""
     start = micro_step * global_batch
@@ -32,9 +40,8 @@ def global_batch_indices(num_pairs: int, seed: int, micro_step: int, global_batc
     while len(indices) < global_batch:
         position = start + len(indices)
         epoch, offset = divmod(position, num_pairs)
-        order = torch.randperm(num_pairs, generator=torch.Generator("cpu").manual_seed(_seed_for(seed, -1, epoch)))
         take = min(global_batch - len(indices), num_pairs - offset)
-        indices.extend(order[offset:offset + take].tolist())
+        indices.extend(_epoch_order(num_pairs, seed, epoch)[offset:offset + take].tolist())
     return indices
 
 
