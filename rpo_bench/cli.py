@@ -43,6 +43,8 @@ def evaluate(
     image_cache: Path | None = typer.Option(None, help="Image cache folder; default $RPO_BENCH_HOME/images."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N, mps."),
     dtype: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16."),
+    score_dtype: str = typer.Option("float32", help="Scorers' dtype: float32 (default, comparable everywhere), "
+                                    "float16, bfloat16, auto."),
     batch_size: int = typer.Option(16, help="Images per generation / scoring batch."),
 ) -> None:
     """Generate (cached, seeded) and score images: models x protocols x prompts x seeds x metrics."""
@@ -52,7 +54,7 @@ def evaluate(
     config = EvaluateConfig(models=_split(models), prompts=prompts, metrics=_split(metrics), seeds=parse_seeds(seeds),
                             protocol=protocol or None, store=store or default_store_path(),
                             image_cache=image_cache or default_image_cache(), device=device, dtype=dtype,
-                            batch_size=batch_size)
+                            score_dtype=score_dtype, batch_size=batch_size)
     if store is None:
         config.store.parent.mkdir(parents=True, exist_ok=True)
     result = run_evaluate(config)
@@ -77,6 +79,12 @@ def _register_training_commands() -> None:
 
     register(app)
     app.add_typer(micro_app, name="micro")
+    from rpo_bench.cli_score import score
+
+    app.command()(score)
+    from rpo_bench.cli_download import download
+
+    app.command()(download)
 
 
 _register_training_commands()
@@ -151,9 +159,11 @@ def metrics_show(name: str) -> None:
 
     metric = make_metric(name if ":" in name else example_spec(name))
     entry = METRICS.entry(name.partition(":")[0])
-    console.print(_kv_table(f"metric {metric.key}", {
-        "class": f"{type(metric).__module__}.{type(metric).__name__}", "summary": entry.summary or metric.summary,
-        "higher is better": metric.higher_is_better, "range": metric.value_range, "origin": entry.source}))
+    values = {"class": f"{type(metric).__module__}.{type(metric).__name__}", "summary": entry.summary or metric.summary,
+              "higher is better": metric.higher_is_better, "range": metric.value_range, "origin": entry.source}
+    for files in metric.hub_files():  # what `rpo-bench download NAME` fetches
+        values[f"weights: {files.what or files.repo}"] = f"{files.repo}@{files.revision}: {', '.join(files.patterns)}"
+    console.print(_kv_table(f"metric {metric.key}", values))
 
 
 @prompts_app.callback(invoke_without_command=True)

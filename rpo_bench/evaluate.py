@@ -52,6 +52,9 @@ class EvaluateConfig:
     image_cache: Path = field(default_factory=default_image_cache)
     device: str = "auto"
     dtype: str = "auto"
+    # Scorers run in float32 by default on every device, so a score does not depend on the generation dtype;
+    # another dtype is part of the stored version (see stored_version).
+    score_dtype: str = "float32"
     batch_size: int = 4
     show_progress: bool = True
 
@@ -170,9 +173,16 @@ def _generate_missing(plan: _ModelPlan, items: list[GenerationItem], store: Resu
     return len(todo), len(cached)
 
 
+def stored_version(metric: Metric, score_dtype) -> str:
+    """The metric's version, plus the scoring dtype when it is not float32 (half precision moves scores)."""
+    import torch
+
+    return metric.version if score_dtype == torch.float32 else f"{metric.version}+{str(score_dtype)[6:]}"
+
+
 def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: ImageCache, config: EvaluateConfig,
                    device: str, dtype, run_id: str, show: bool) -> int:
-    version = metric.version
+    version = stored_version(metric, dtype)
     done = store.scored_images(keys, metric.key, version)
     todo = [k for k in keys if k not in done]
     if not todo:
@@ -201,12 +211,12 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def summarise(store: ResultsStore, plans: list[_ModelPlan], metrics: list[Metric]) -> list[SummaryRow]:
+def summarise(store: ResultsStore, plans: list[_ModelPlan], metrics: list[Metric], score_dtype) -> list[SummaryRow]:
     rows = []
     for plan in plans:
         keys = [i.key for i in plan.items]
         for metric in metrics:
-            values = list(store.score_values(keys, metric.key, metric.version).values())
+            values = list(store.score_values(keys, metric.key, stored_version(metric, score_dtype)).values())
             n = len(values)
             mean = sum(values) / n if n else math.nan
             var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
@@ -224,6 +234,7 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
     device = context.device or resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     dtype_name = str(dtype).removeprefix("torch.")
+    score_dtype = resolve_dtype(config.score_dtype, device)
     # Resolve every name before any work, so a typo in the last metric fails in a second, not after an hour.
     prompt_set = load_prompt_set(config.prompts)
     metrics = [make_metric(m) for m in config.metrics]
@@ -246,9 +257,10 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
         result.reused += reused
     my_keys = [item.key for plan in plans for item in context.shard(plan.items)]
     for metric in metrics:
-        result.scored[metric.key] = _score_missing(metric, my_keys, store, cache, config, device, dtype, run_id, show)
+        result.scored[metric.key] = _score_missing(metric, my_keys, store, cache, config, device, score_dtype, run_id,
+                                                   show)
     context.barrier()
-    result.summary = summarise(store, plans, metrics)
+    result.summary = summarise(store, plans, metrics, score_dtype)
     store.close()
     cache.close()
     return result

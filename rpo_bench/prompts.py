@@ -144,8 +144,8 @@ def load_spec(spec: PromptSetSpec) -> PromptSet:
     cached = cached_prompts_path(spec.name)
     if not cached.is_file():
         if is_offline():
-            raise MissingWeightsError(f"prompt set {spec.name!r} ({spec.source}) is not cached in {cached.parent} "
-                                      "and HF_HUB_OFFLINE is set; run the same command once online")
+            raise MissingWeightsError(f"prompt set {spec.name!r} ({spec.source}): {cached} is not on this machine "
+                                      f"and HF_HUB_OFFLINE is set; fetch it with `rpo-bench download {spec.name}`")
         fetched = _fetch_hub_prompts(spec)
         if spec.size and len(fetched) != spec.size:  # the source changed since it was registered: say so
             log.warning("prompt set %s: fetched %d prompts from %s, expected %d", spec.name, len(fetched),

@@ -89,5 +89,6 @@ def test_hub_weights_missing_offline_fail_with_one_line():
     with pytest.raises(MissingWeightsError) as info:
         model_fingerprint(MODELS.get("sdxl-dpo"))
     message = str(info.value)
-    assert "stabilityai/stable-diffusion-xl-base-1.0" in message and "hf download" in message
+    assert "stabilityai/stable-diffusion-xl-base-1.0/model_index.json" in message
+    assert "`rpo-bench download sdxl-dpo`" in message
     assert "\n" not in message

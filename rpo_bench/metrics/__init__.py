@@ -35,6 +35,22 @@ METRICS.register("micro-style", "rpo_bench.metrics.micro:MicroStyle",
 METRICS.register("micro-clip", "rpo_bench.metrics.clip_score:MicroClipScore",
                  summary="CLIP score with the micro world's CLIP (trained on renders)")
 
+METRICS.register("hpsv2", "rpo_bench.metrics.hps:HPSv2Score",
+                 summary="HPS v2.0 (xswu/HPSv2, open_clip ViT-H-14): 100 x cosine, as papers print it")
+METRICS.register("hpsv2.1", "rpo_bench.metrics.hps:HPSv21Score",
+                 summary="HPS v2.1: 100 x cosine; a different model from v2.0, not comparable with it")
+METRICS.register("pickscore", "rpo_bench.metrics.pickscore:PickScore",
+                 summary="PickScore v1 (CLIP ViT-H-14): exp(logit_scale) x cosine, about 20-23")
+METRICS.register("imagereward", "rpo_bench.metrics.imagereward:ImageRewardScore",
+                 summary="ImageReward v1.0 (BLIP + MLP): reward normalised by the official mean/std")
+METRICS.register("aesthetic", "rpo_bench.metrics.aesthetic:AestheticScore",
+                 summary="LAION improved aesthetic predictor on CLIP ViT-L/14 image embeddings (1-10 scale)")
+_TINY_SCORERS = {"hpsv2": "TinyHPSv2Score", "pickscore": "TinyPickScore", "imagereward": "TinyImageRewardScore",
+                 "aesthetic": "TinyAestheticScore"}
+for _name, _class in _TINY_SCORERS.items():
+    METRICS.register(f"tiny-{_name}", f"rpo_bench.metrics.tiny_scorers:{_class}",
+                     summary=f"{_name} code on random tiny weights in the official layout (tests, CPU demo)")
+
 
 def example_spec(name: str) -> str:
     """A usable spec for a registry entry: metrics that need an argument declare an `example_arg`."""

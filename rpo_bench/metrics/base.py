@@ -42,5 +42,10 @@ class Metric(ABC):
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         ...
 
+    def hub_files(self) -> list:
+        """The `HubFiles` this metric reads from the Hub (what `rpo-bench download NAME` fetches); none by default,
+        and none when the metric's argument points at local weights."""
+        return []
+
     def unload(self) -> None:  # noqa: B027 - optional hook, most metrics need nothing
         """Free device memory before the next metric loads."""

@@ -21,6 +21,8 @@ from rpo_bench.progress import silence_library_progress
 log = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "openai/clip-vit-large-patch14"
 FORMULA_VERSION = "1"
+HF_CLIP_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 
 
 def clip_score_from_features(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -33,7 +35,7 @@ def clip_score_from_features(image_features: torch.Tensor, text_features: torch.
 class HFClipBackbone:
     """transformers CLIPModel; projections applied by hand so transformers 4 and 5 give the same features."""
 
-    def __init__(self, source: str, device: str, dtype):
+    def __init__(self, source: str, device: str, dtype, name: str = "clip"):
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         silence_library_progress()
@@ -45,7 +47,7 @@ class HFClipBackbone:
         except OSError as exc:
             raise MissingWeightsError(f"CLIP weights {source} are not on this machine"
                                       + (" and HF_HUB_OFFLINE is set" if is_offline() else "")
-                                      + f"; fetch them with `hf download {source}`") from exc
+                                      + f"; fetch them with `rpo-bench download {name}`") from exc
         self.model.to(device).eval()
         self.device, self.dtype = device, dtype
 
@@ -135,16 +137,25 @@ class ClipScore(Metric):
             else:
                 from rpo_bench.models.fingerprint import resolve_hub_commit
 
-                commit = resolve_hub_commit(source, "main", "config.json", f"metric {self.key}")
+                commit = resolve_hub_commit(source, "main", "config.json", f"metric {self.key}", self.key)
                 self._identity = f"{source}@{commit[:12]}"
         return f"{FORMULA_VERSION}+{self._identity}"
+
+    def hub_files(self) -> list:
+        """A Hub CLIP's weights and processor files (open_clip tags and local folders need none from here)."""
+        from rpo_bench.hub_files import HubFiles
+
+        source = self.backbone_source()
+        if source.startswith("open_clip:") or Path(source).expanduser().is_dir():
+            return []
+        return [HubFiles(source, patterns=HF_CLIP_FILES, what="CLIP weights, processor and tokenizer")]
 
     def load(self, device: str, dtype) -> None:
         source = self.backbone_source()
         if source.startswith("open_clip:"):
             self._backbone = OpenClipBackbone(source.removeprefix("open_clip:"), device, dtype)
         else:
-            self._backbone = HFClipBackbone(source, device, dtype)
+            self._backbone = HFClipBackbone(source, device, dtype, self.key)
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         if not self._warned_truncation and self._backbone.too_long(prompts):

@@ -59,8 +59,11 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         pass  # the memo only saves time; failing to write it must not fail an evaluation
 
 
-def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str) -> str:
-    """The commit a hub revision points to, offline from the local cache or online from the hub API."""
+def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, name: str | None = None) -> str:
+    """The commit a hub revision points to, offline from the local cache or online from the hub API.
+
+    `name` is the rpo-bench registry name whose files these are: the offline error then names the command that
+    fetches them."""
     if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
         return revision
     from huggingface_hub import try_to_load_from_cache
@@ -68,6 +71,11 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str) -> 
     cached = try_to_load_from_cache(repo, probe_file, revision=revision)
     if isinstance(cached, str):
         return Path(cached).parts[-1 - len(Path(probe_file).parts)]  # .../snapshots/<commit>/<probe_file>
+    if is_offline() and name:
+        from rpo_bench.download import missing_file_message
+        from rpo_bench.hub_files import HubFiles
+
+        raise MissingWeightsError(missing_file_message(name, HubFiles(repo, revision), probe_file))
     if is_offline():
         raise MissingWeightsError(
             f"{what}: {repo}/{probe_file} (revision {revision}) is not in the local Hugging Face cache and "
@@ -83,3 +91,19 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str) -> 
         raise MissingWeightsError(f"{what}: {repo} revision {revision} does not exist on the hub") from exc
     except (HfHubHTTPError, OSError) as exc:
         raise MissingWeightsError(f"{what}: cannot reach the hub to resolve {repo}@{revision}: {exc}") from exc
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of one file (a scorer checkpoint of several GB), memoised like `folder_fingerprint`."""
+    path = path.expanduser().resolve()
+    memo_path = home_dir() / _HASH_CACHE_FILE
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    stat = path.stat()
+    memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    if memo_key not in memo:
+        memo[memo_key] = sha256_file(path)
+        _write_json_atomic(memo_path, memo)
+    return memo[memo_key]

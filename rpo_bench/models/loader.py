@@ -37,33 +37,36 @@ def base_location(spec: ModelSpec) -> str:
     return spec.repo
 
 
-def _component_identity(repo: str, revision: str, subfolder: str | None, probe: str, what: str) -> dict[str, str]:
+def _component_identity(repo: str, revision: str, subfolder: str | None, probe: str, what: str,
+                        name: str) -> dict[str, str]:
     folder = Path(repo).expanduser()
     if folder.is_dir():
         target = folder / subfolder if subfolder else folder
         return {"folder_sha256": folder_fingerprint(target)}
     probe_file = f"{subfolder}/{probe}" if subfolder else probe
-    return {"repo": repo, "commit": resolve_hub_commit(repo, revision, probe_file, what)}
+    return {"repo": repo, "commit": resolve_hub_commit(repo, revision, probe_file, what, name)}
 
 
 def model_identity(spec: ModelSpec) -> dict[str, Any]:
     """What the weights are, independent of the registry name (renaming a model keeps its cached images)."""
     base = base_location(spec)
     identity: dict[str, Any] = {"family": spec.family,
-                                "base": _component_identity(base, spec.revision, None, "model_index.json", spec.name)}
+                                "base": _component_identity(base, spec.revision, None, "model_index.json", spec.name,
+                                                            spec.name)}
     if spec.unet_repo:
         identity["unet"] = _component_identity(spec.unet_repo, spec.unet_revision, spec.unet_subfolder,
-                                               "config.json", f"{spec.name} UNet")
+                                               "config.json", f"{spec.name} UNet", spec.name)
     if spec.vae_repo:
         identity["vae"] = _component_identity(spec.vae_repo, spec.vae_revision, spec.vae_subfolder,
-                                              "config.json", f"{spec.name} VAE")
+                                              "config.json", f"{spec.name} VAE", spec.name)
     if spec.lora_repo:
         weight_name = spec.lora_weight_name or "pytorch_lora_weights.safetensors"
         lora_file = Path(spec.lora_repo).expanduser() / weight_name
         if lora_file.is_file():  # only the weights file: a training folder also holds changing checkpoints
             identity["lora"] = {"file_sha256": sha256_file(lora_file)}
         else:
-            identity["lora"] = _component_identity(spec.lora_repo, "main", None, weight_name, f"{spec.name} LoRA")
+            identity["lora"] = _component_identity(spec.lora_repo, "main", None, weight_name, f"{spec.name} LoRA",
+                                                   spec.name)
         identity["lora_scale"] = spec.lora_scale
     return identity
 
@@ -79,11 +82,16 @@ def _pipeline_class(family: str):
 
 
 def _missing(spec: ModelSpec, exc: Exception) -> MissingWeightsError:
+    from rpo_bench.download import first_missing_file, missing_file_message, model_hub_files
+
+    missing = first_missing_file(model_hub_files(spec)) if is_offline() else None
+    if missing is not None:
+        return MissingWeightsError(missing_file_message(spec.name, *missing))
     where = spec.unet_repo or spec.repo
     return MissingWeightsError(
         f"model {spec.name!r}: weights of {where} are not on this machine"
         + (" and HF_HUB_OFFLINE is set" if is_offline() else "")
-        + f"; fetch them with `hf download {where}` on a connected machine ({type(exc).__name__})"
+        + f"; fetch them with `rpo-bench download {spec.name}` ({type(exc).__name__})"
     )
 
 
@@ -128,7 +136,8 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
         raise _missing(spec, exc) from exc
     except OSError as exc:
-        if "offline" in str(exc).lower() or "local_files_only" in str(exc) or "connect" in str(exc).lower():
+        text = str(exc)  # diffusers words "not in the cache" differently per code path
+        if any(hint in text.lower() for hint in ("offline", "connect", "no file named")) or "local_files_only" in text:
             raise _missing(spec, exc) from exc
         raise
     pipe.set_progress_bar_config(disable=True)  # rpo-bench draws its own progress bars

@@ -1,0 +1,49 @@
+"""`rpo-bench score`: rate image files with any metric (HPSv2, PickScore, ImageReward, aesthetic, CLIP, ...)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+PER_IMAGE_ROWS = 20  # above this, the table shows the summary only; --out keeps every value
+
+
+def score(
+    paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    metrics: str = typer.Option("tiny-hpsv2", help="Comma-separated metrics, NAME or NAME:ARG (e.g. hpsv2,"
+                                "pickscore,imagereward,aesthetic)."),
+    prompt: str | None = typer.Option(None, help="One prompt for every image."),
+    prompts: Path | None = typer.Option(None, help="A text file with one prompt per image, in the images' order."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N, mps."),
+    dtype: str = typer.Option("float32", help="Scorers' dtype: float32 (default), float16, bfloat16, auto."),
+    batch_size: int = typer.Option(16, help="Images per scoring batch."),
+    out: Path | None = typer.Option(None, help="JSONL file for every value; appended per batch, and a rerun "
+                                    "skips what it already holds."),
+) -> None:
+    """Score image files made anywhere; the metrics load once and score in batches."""
+    from rpo_bench.cli import _split, console
+    from rpo_bench.scoring import collect_images, prompts_for, score_files
+
+    images = collect_images(paths)
+    texts = prompts_for(images, prompt, prompts)
+    summaries = score_files(images, texts, _split(metrics), device=device, dtype=dtype, batch_size=batch_size,
+                            out=out)
+    if len(images) <= PER_IMAGE_ROWS:
+        per_image = Table(title="per image")
+        per_image.add_column("image")
+        for summary in summaries:
+            per_image.add_column(f"{summary.metric} {'↑' if summary.higher_is_better else '↓'}", justify="right")
+        for i, path in enumerate(images):
+            per_image.add_row(path.name, *(f"{s.values[i]:.4f}" for s in summaries))
+        console.print(per_image)
+    table = Table(title=f"{len(images)} images")
+    for column in ("metric", "n", "mean ± s.e.", "version"):
+        table.add_column(column, justify="right" if column in ("n", "mean ± s.e.") else "left")
+    for s in summaries:
+        stderr = "" if math.isnan(s.stderr) else f" ± {s.stderr:.4f}"
+        table.add_row(f"{s.metric} {'↑' if s.higher_is_better else '↓'}", str(len(s.values)), f"{s.mean:.4f}{stderr}",
+                      s.version)
+    console.print(table)

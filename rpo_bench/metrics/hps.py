@@ -1,0 +1,89 @@
+"""HPSv2 and HPSv2.1: the Human Preference Score, an OpenCLIP ViT-H-14 fine-tuned on human choices.
+
+The official `hpsv2` package pins libraries that no longer install beside transformers 5, so we load its
+checkpoints (`{"state_dict": ...}` for open_clip's ViT-H-14) into the maintained open_clip and compute what its
+`score` does: the dot product of the L2-normalised image and text features, with no logit scale. The package
+returns that cosine (about 0.20-0.33); papers print it x100 (23.79, 25.05, ...), and so do we. v2.0 and v2.1 are
+different models and their numbers are not comparable; each is its own metric.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from rpo_bench.hub_files import HubFiles
+from rpo_bench.metrics.checkpoints import check_keys, check_shapes, nested_state_dict, read_state_dict
+from rpo_bench.metrics.official import OfficialScorer
+from rpo_bench.metrics.preprocess import hps_image_transform, stack_pixels
+
+HPS_FILES = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
+HPS_REPO = "xswu/HPSv2"
+ARCH = "ViT-H-14"
+ARCH_CONFIG_FILE = "open_clip_config.json"  # beside a checkpoint of another size (the tiny variant)
+
+
+def open_clip_config(checkpoint: Path) -> dict:
+    """The architecture: ViT-H-14 from open_clip's registry, unless a config file sits beside the checkpoint."""
+    beside = checkpoint.with_name(ARCH_CONFIG_FILE)
+    if beside.is_file():
+        return json.loads(beside.read_text(encoding="utf-8"))["model_cfg"]
+    import open_clip
+
+    return open_clip.get_model_config(ARCH)
+
+
+class HPSv2Score(OfficialScorer):
+    name = "hpsv2"
+    hps_version = "v2.0"
+    higher_is_better = True
+    value_range = (-100.0, 100.0)
+    summary = "HPS v2.0 (xswu/HPSv2), 100 x cosine as papers print it; hpsv2:<checkpoint.pt> for local weights"
+
+    def __init__(self, arg: str | None = None):
+        super().__init__(arg)
+        self.checkpoint_name = HPS_FILES[self.hps_version]  # the file: v2.0 and v2.1 live in the same repository
+        self.hub = HubFiles(HPS_REPO, patterns=(self.checkpoint_name,), what=f"HPS {self.hps_version} checkpoint")
+        self.accepted_local = f"the official {self.checkpoint_name} (or a folder holding it)"
+
+    def build(self) -> None:
+        import open_clip
+
+        path = self.weights_file(self.checkpoint_name)
+        config = open_clip_config(path)
+        model = open_clip.model.CLIP(**config)
+        state = nested_state_dict(read_state_dict(path, self.key), path, self.key, key="state_dict")
+        state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DistributedDataParallel
+        expected = model.state_dict()
+        accepted = f"an open_clip {ARCH} checkpoint like {self.checkpoint_name} of {HPS_REPO}"
+        check_keys(state, expected, path, self.key, accepted)
+        check_shapes(state, expected, path, self.key, accepted)
+        model.load_state_dict(state)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.transform = hps_image_transform(int(config["vision_cfg"].get("image_size", 224)))
+        self.token_limit = int(config["text_cfg"].get("context_length", 77))
+        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.token_limit)
+
+    def prepare(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        pixels = stack_pixels(self.transform, images).to(self.device, self.dtype)
+        return {"pixels": pixels, "tokens": self.tokenizer(list(prompts)).to(self.device)}
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        image_features = self.model.encode_image(pixels, normalize=True)
+        text_features = self.model.encode_text(tokens, normalize=True)
+        return 100.0 * (image_features.float() * text_features.float()).sum(dim=-1)
+
+    def count_truncated(self, prompts: Sequence[str]) -> int:
+        # start and end tokens take two of the context's places
+        return sum(len(self.tokenizer.encode(p)) > self.token_limit - 2 for p in prompts)
+
+
+class HPSv21Score(HPSv2Score):
+    name = "hpsv2.1"
+    hps_version = "v2.1"
+    summary = "HPS v2.1 (xswu/HPSv2), 100 x cosine; not comparable with v2.0; hpsv2.1:<checkpoint.pt> for local"
+

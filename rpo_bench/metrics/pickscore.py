@@ -1,0 +1,91 @@
+"""PickScore: a CLIP ViT-H-14 (transformers CLIPModel) fine-tuned on Pick-a-Pic choices.
+
+As in the authors' README: the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K (PIL preprocessing, 77-token
+truncation), L2-normalised image and text embeddings, score = exp(logit_scale) x cosine (about 20-23).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from rpo_bench.errors import BadInputError
+from rpo_bench.hub_files import HubFiles
+from rpo_bench.metrics.official import OfficialScorer, fetch_hub_file
+from rpo_bench.metrics.preprocess import pil_clip_image_processor, to_rgb_dropping_alpha
+
+MODEL_FILES = ("config.json", "model.safetensors")
+PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json", "vocab.json",
+                   "merges.txt", "special_tokens_map.json")
+
+
+class PickScore(OfficialScorer):
+    name = "pickscore"
+    higher_is_better = True
+    value_range = (-150.0, 150.0)  # exp(logit_scale) is capped at 100 in CLIP training
+    summary = "PickScore (yuvalkirstain/PickScore_v1): exp(logit_scale) x cosine; pickscore:<folder> for local"
+    accepted_local = "a transformers CLIPModel folder (config.json, model.safetensors) with its processor files"
+    hub = HubFiles("yuvalkirstain/PickScore_v1", patterns=MODEL_FILES, what="PickScore CLIP ViT-H-14")
+    processor_hub = HubFiles("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", patterns=PROCESSOR_FILES,
+                             what="CLIP ViT-H-14 processor and tokenizer")
+
+    def hub_files(self) -> list[HubFiles]:
+        local = self.local_source()
+        if local is None:
+            return self.all_hub_files()
+        return [] if (local / "preprocessor_config.json").is_file() else [self.processor_hub]
+
+    def all_hub_files(self) -> list[HubFiles]:
+        return [self.hub, self.processor_hub]
+
+    def _folders(self) -> tuple[Path, Path]:
+        """(model folder, processor folder); a local folder serves as both when it has a processor."""
+        local = self.local_source()
+        if local is not None:
+            if not (local / "config.json").is_file():
+                raise BadInputError(f"{self.key}: {local} has no config.json; accepted: {self.accepted_local}")
+            if (local / "preprocessor_config.json").is_file():
+                return local, local
+            model_folder = local
+        else:
+            model_folder = self._hub_folder(self.hub, MODEL_FILES)
+        return model_folder, self._hub_folder(self.processor_hub, ("preprocessor_config.json", "tokenizer.json",
+                                                                    "tokenizer_config.json"))
+
+    def _hub_folder(self, files: HubFiles, needed: Sequence[str]) -> Path:
+        paths = [fetch_hub_file(self.name, files, filename) for filename in needed]
+        return paths[0].parent
+
+    def build(self) -> None:
+        from transformers import CLIPModel, CLIPTokenizer
+
+        from rpo_bench.progress import silence_library_progress
+
+        silence_library_progress()
+        model_folder, processor_folder = self._folders()
+        self.model = CLIPModel.from_pretrained(str(model_folder), dtype=self.dtype).to(self.device).eval()
+        self.processor = pil_clip_image_processor(processor_folder)
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(processor_folder))
+
+    def prepare(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        rgb = [to_rgb_dropping_alpha(image) for image in images]
+        pixels = self.processor(images=rgb, return_tensors="pt")["pixel_values"]
+        tokens = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.token_limit,
+                                return_tensors="pt")
+        return {"pixels": pixels.to(self.device, self.dtype), "input_ids": tokens["input_ids"].to(self.device),
+                "attention_mask": tokens["attention_mask"].to(self.device)}
+
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # projections applied by hand: get_*_features changed its return type in transformers 5
+        image = self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output)
+        text = self.model.text_projection(
+            self.model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
+        image = torch.nn.functional.normalize(image.float(), dim=-1)
+        text = torch.nn.functional.normalize(text.float(), dim=-1)
+        return self.model.logit_scale.float().exp() * (image * text).sum(dim=-1)
+
+    def count_truncated(self, prompts: Sequence[str]) -> int:
+        return sum(len(ids) > self.token_limit for ids in self.tokenizer(list(prompts))["input_ids"])
