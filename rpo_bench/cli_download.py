@@ -45,7 +45,7 @@ def download(
 
 def _show_plans(plans) -> None:
     from rpo_bench.cli import console
-    from rpo_bench.download import KIND_LABELS
+    from rpo_bench.entry_files import KIND_LABELS
 
     for plan in plans:
         entry = plan.entry

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rpo_bench.download import DownloadError, download, hub_files_for, missing_file_message, plan_downloads
+from rpo_bench.download import download, plan_downloads
+from rpo_bench.entry_files import DownloadError, hub_files_for, missing_file_message
 from rpo_bench.errors import MissingWeightsError, UnknownNameError
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.metrics.base import Metric
@@ -172,7 +173,7 @@ def test_models_need_the_pipeline_files_minus_overrides_and_tiny_or_local_models
 
 
 def test_prompt_sets_and_metrics_declare_their_files():
-    from rpo_bench.download import entry_files
+    from rpo_bench.entry_files import entry_files
 
     (files,) = hub_files_for("hpsv2-bench")
     assert (files.repo, files.repo_type) == ("zhwang/HPDv2", "dataset") and len(files.patterns) == 4

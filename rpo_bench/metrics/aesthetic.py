@@ -74,9 +74,13 @@ class AestheticScore(OfficialScorer):
 
         silence_library_progress()
         clip_folder = self._clip_folder()
-        with transformers_errors_only():  # a full CLIPModel's text tower is "unexpected" here, by design
-            clip, info = CLIPVisionModelWithProjection.from_pretrained(str(clip_folder), dtype=self.dtype,
-                                                                       output_loading_info=True)
+        try:
+            with transformers_errors_only():  # a full CLIPModel's text tower is "unexpected" here, by design
+                clip, info = CLIPVisionModelWithProjection.from_pretrained(str(clip_folder), dtype=self.dtype,
+                                                                           output_loading_info=True)
+        except (RuntimeError, ValueError) as exc:  # e.g. a config whose sizes do not match its weights
+            raise BadInputError(f"{self.key}: {clip_folder} is not a loadable CLIP ({type(exc).__name__}); "
+                                f"accepted: a CLIP ViT-L/14 like {self.clip_hub.repo}") from exc
         if info["missing_keys"]:
             missing = sorted(info["missing_keys"])
             raise BadInputError(f"{self.key}: {clip_folder} lacks {len(missing)} CLIP vision weight(s), e.g. "

@@ -2,7 +2,8 @@
 
 The official `hpsv2` package pins libraries that no longer install beside transformers 5, so we load its
 checkpoints (`{"state_dict": ...}` for open_clip's ViT-H-14) into the maintained open_clip and compute what its
-`score` does: the dot product of the L2-normalised image and text features, with no logit scale. The package
+`score` does: its own preprocessing (longer side to 224, zero padding; no crop: see preprocess.py), then the dot
+product of the L2-normalised image and text features, with no logit scale. The package
 returns that cosine (about 0.20-0.33); papers print it x100 (23.79, 25.05, ...), and so do we. v2.0 and v2.1 are
 different models and their numbers are not comparable; each is its own metric.
 """

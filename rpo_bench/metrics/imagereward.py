@@ -117,4 +117,4 @@ class ImageRewardScore(OfficialScorer):
         return (reward - REWARD_MEAN) / REWARD_STD
 
     def count_truncated(self, prompts: Sequence[str]) -> int:
-        return sum(len(ids) > self.token_limit for ids in self.tokenizer(list(prompts))["input_ids"])
+        return sum(len(ids) > self.token_limit for ids in self.tokenizer(list(prompts), verbose=False)["input_ids"])

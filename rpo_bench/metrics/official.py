@@ -31,7 +31,7 @@ def fetch_hub_file(name: str, files: HubFiles, filename: str) -> Path:
     """A file of `files` from the local Hugging Face cache, downloading it when online."""
     from huggingface_hub import hf_hub_download
 
-    from rpo_bench.download import missing_file_message
+    from rpo_bench.entry_files import missing_file_message
 
     try:
         return Path(hf_hub_download(files.repo, filename, revision=files.revision, repo_type=files.repo_type,

@@ -88,4 +88,4 @@ class PickScore(OfficialScorer):
         return self.model.logit_scale.float().exp() * (image * text).sum(dim=-1)
 
     def count_truncated(self, prompts: Sequence[str]) -> int:
-        return sum(len(ids) > self.token_limit for ids in self.tokenizer(list(prompts))["input_ids"])
+        return sum(len(ids) > self.token_limit for ids in self.tokenizer(list(prompts), verbose=False)["input_ids"])

@@ -42,8 +42,10 @@ def clip_image_transform(size: int = 224):
 
 
 def hps_image_transform(size: int = 224):
-    """HPSv2's ResizeMaxSize: longer side to `size` (tensor bicubic, antialiased as torchvision >= 0.17 does by
-    default), centred zero padding to a square, OpenAI normalisation."""
+    """HPSv2's ResizeMaxSize: longer side to `size` (tensor bicubic), centred zero padding to a square, OpenAI
+    normalisation. Antialiasing is explicit: the official code takes torchvision's default, which was False for
+    tensors before torchvision 0.17 and True since, and moves HPS by up to ~0.1 (x100 scale). We follow the
+    official code as it runs with today's torchvision."""
     from torchvision.transforms import InterpolationMode, Normalize, ToTensor
     from torchvision.transforms import functional as F
 
@@ -54,7 +56,8 @@ def hps_image_transform(size: int = 224):
         height, width = tensor.shape[1:]
         scale = size / max(height, width)
         if scale != 1.0:
-            tensor = F.resize(tensor, [round(height * scale), round(width * scale)], InterpolationMode.BICUBIC)
+            tensor = F.resize(tensor, [round(height * scale), round(width * scale)], InterpolationMode.BICUBIC,
+                              antialias=True)
         pad_h, pad_w = size - tensor.shape[1], size - tensor.shape[2]
         if pad_h or pad_w:  # the official code pads only after a resize (and fails on e.g. 224x100); we always do
             tensor = F.pad(tensor, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=0)

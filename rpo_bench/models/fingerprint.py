@@ -72,7 +72,7 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, nam
     if isinstance(cached, str):
         return Path(cached).parts[-1 - len(Path(probe_file).parts)]  # .../snapshots/<commit>/<probe_file>
     if is_offline() and name:
-        from rpo_bench.download import missing_file_message
+        from rpo_bench.entry_files import missing_file_message
         from rpo_bench.hub_files import HubFiles
 
         raise MissingWeightsError(missing_file_message(name, HubFiles(repo, revision), probe_file))

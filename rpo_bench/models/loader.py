@@ -82,7 +82,7 @@ def _pipeline_class(family: str):
 
 
 def _missing(spec: ModelSpec, exc: Exception) -> MissingWeightsError:
-    from rpo_bench.download import first_missing_file, missing_file_message, model_hub_files
+    from rpo_bench.entry_files import first_missing_file, missing_file_message, model_hub_files
 
     missing = first_missing_file(model_hub_files(spec)) if is_offline() else None
     if missing is not None:
