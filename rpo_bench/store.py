@@ -68,10 +68,22 @@ class ResultsStore:
             if not self.path.parent.is_dir():
                 raise OSError(f"folder {self.path.parent} does not exist")
             self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
+            self._initialise()
         except (OSError, sqlite3.Error) as exc:
             raise BadInputError(f"cannot write the results store {self.path}: {exc}") from exc
+
+    def _initialise(self, attempts: int = 50) -> None:
+        """WAL mode and the schema. Switching to WAL takes an exclusive lock for which SQLite does not wait
+        (the busy timeout does not apply), so processes opening a new store together retry for a few seconds."""
+        for attempt in range(attempts):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.1 * (1 + attempt % 5))
 
     @contextmanager
     def transaction(self):
