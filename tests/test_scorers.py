@@ -190,3 +190,11 @@ def test_evaluate_scores_with_official_scorers_once_per_run(tmp_path):
     assert evaluate(config).scored == {"tiny-hpsv2": 0, "tiny-imagereward": 0}
     half = evaluate(EvaluateConfig(**{**config.__dict__, "score_dtype": "bfloat16"}))
     assert half.scored == {"tiny-hpsv2": 8, "tiny-imagereward": 8}  # another dtype: another stored version
+
+
+def test_official_weights_can_be_pinned_to_a_hub_revision():
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    pinned = make_metric(f"hpsv2.1:@{commit}")
+    assert pinned.hub_files()[0].revision == commit and pinned.hub_files()[0].patterns == ("HPS_v2.1_compressed.pt",)
+    assert pinned.version == f"1+xswu/HPSv2@{commit[:12]}"  # a commit needs no look-up, even offline
+    assert make_metric("hpsv2").hub_files()[0].revision == "main"

@@ -38,18 +38,18 @@ def open_clip_config(checkpoint: Path) -> dict:
     return open_clip.get_model_config(ARCH)
 
 
+def _hub(version: str) -> HubFiles:
+    return HubFiles(HPS_REPO, patterns=(HPS_FILES[version],), what=f"HPS {version} checkpoint")
+
+
 class HPSv2Score(OfficialScorer):
     name = "hpsv2"
-    hps_version = "v2.0"
+    checkpoint_name = HPS_FILES["v2.0"]  # v2.0 and v2.1 are two files of the same repository
+    hub = _hub("v2.0")
+    accepted_local = f"the official {checkpoint_name} (or a folder holding it)"
     higher_is_better = True
     value_range = (-100.0, 100.0)
     summary = "HPS v2.0 (xswu/HPSv2), 100 x cosine as papers print it; hpsv2:<checkpoint.pt> for local weights"
-
-    def __init__(self, arg: str | None = None):
-        super().__init__(arg)
-        self.checkpoint_name = HPS_FILES[self.hps_version]  # the file: v2.0 and v2.1 live in the same repository
-        self.hub = HubFiles(HPS_REPO, patterns=(self.checkpoint_name,), what=f"HPS {self.hps_version} checkpoint")
-        self.accepted_local = f"the official {self.checkpoint_name} (or a folder holding it)"
 
     def build(self) -> None:
         import open_clip
@@ -85,6 +85,8 @@ class HPSv2Score(OfficialScorer):
 
 class HPSv21Score(HPSv2Score):
     name = "hpsv2.1"
-    hps_version = "v2.1"
+    checkpoint_name = HPS_FILES["v2.1"]
+    hub = _hub("v2.1")
+    accepted_local = f"the official {checkpoint_name} (or a folder holding it)"
     summary = "HPS v2.1 (xswu/HPSv2), 100 x cosine; not comparable with v2.0; hpsv2.1:<checkpoint.pt> for local"
 

@@ -11,6 +11,7 @@ forward.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -82,6 +83,8 @@ class OfficialScorer(Metric):
 
     def __init__(self, arg: str | None = None):
         super().__init__(arg)
+        if arg and arg.startswith("@"):  # `hpsv2:@<commit>`: the official weights at a pinned Hub revision
+            self.hub = dataclasses.replace(self.hub, revision=arg[1:])
         self._identity: str | None = None
         self._warned_truncation = False
         self.model: Any = None
@@ -89,7 +92,7 @@ class OfficialScorer(Metric):
 
     # --- where the weights are -------------------------------------------------------------------------
     def local_source(self) -> Path | None:
-        if not self.arg:
+        if not self.arg or self.arg.startswith("@"):
             return None
         path = Path(self.arg).expanduser()
         if not path.exists():
@@ -99,7 +102,7 @@ class OfficialScorer(Metric):
     def hub_files(self) -> list[HubFiles]:
         """The Hub files this metric reads with its argument (what `rpo-bench download` fetches): all of them
         without one; subclasses whose local folders may lack a part (a tokenizer, a CLIP) add that part."""
-        return [] if self.arg else self.all_hub_files()
+        return self.all_hub_files() if self.local_source() is None else []
 
     def all_hub_files(self) -> list[HubFiles]:
         return [self.hub]

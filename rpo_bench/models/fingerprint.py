@@ -25,27 +25,34 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def folder_fingerprint(folder: Path) -> str:
-    """sha256 over (relative path, file sha256) of all files; file hashes are memoised by size and mtime
-    because an SD checkpoint folder is several GB and hashing it on every evaluate would cost seconds."""
-    folder = folder.expanduser().resolve()
+def _memoised_hashes(paths: list[Path]) -> list[str]:
+    """sha256 of each file, memoised by path, size and mtime: an SD checkpoint folder or a scorer checkpoint is
+    several GB, and hashing it on every evaluate would cost seconds."""
     memo_path = home_dir() / _HASH_CACHE_FILE
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         memo = {}
-    digest = hashlib.sha256()
-    changed = False
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    hashes, changed = [], False
+    for path in paths:
         stat = path.stat()
         memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-        file_hash = memo.get(memo_key)
-        if file_hash is None:
-            file_hash = memo[memo_key] = sha256_file(path)
+        if memo_key not in memo:
+            memo[memo_key] = sha256_file(path)
             changed = True
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash}\n".encode())
+        hashes.append(memo[memo_key])
     if changed:
         _write_json_atomic(memo_path, memo)
+    return hashes
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over (relative path, file sha256) of all files of a folder."""
+    folder = folder.expanduser().resolve()
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256()
+    for path, file_hash in zip(paths, _memoised_hashes(paths), strict=True):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash}\n".encode())
     return digest.hexdigest()
 
 
@@ -94,16 +101,5 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, nam
 
 
 def file_fingerprint(path: Path) -> str:
-    """sha256 of one file (a scorer checkpoint of several GB), memoised like `folder_fingerprint`."""
-    path = path.expanduser().resolve()
-    memo_path = home_dir() / _HASH_CACHE_FILE
-    try:
-        memo = json.loads(memo_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        memo = {}
-    stat = path.stat()
-    memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    if memo_key not in memo:
-        memo[memo_key] = sha256_file(path)
-        _write_json_atomic(memo_path, memo)
-    return memo[memo_key]
+    """sha256 of one file (a scorer checkpoint of several GB), memoised like `folder_fingerprint`'s."""
+    return _memoised_hashes([path.expanduser().resolve()])[0]
