@@ -61,18 +61,23 @@ def test_tiny_variant_equals_the_real_metric_on_the_same_files(scorer):
     assert tiny.hub_files() == [] and real.hub_files() == []
 
 
-@pytest.mark.parametrize("scorer", ("hpsv2", "imagereward", "aesthetic"))
+@pytest.mark.parametrize("scorer", SCORERS)
 def test_a_checkpoint_with_wrong_keys_is_refused_with_one_line(scorer, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     source = ensure_tiny_scorer(f"tiny-{scorer}", 0)
     folder = tmp_path / "weights"
     shutil.copytree(source, folder)
-    name = {"hpsv2": "HPS_v2_compressed.pt", "imagereward": "ImageReward.pt",
+    name = {"hpsv2": "HPS_v2_compressed.pt", "imagereward": "ImageReward.pt", "pickscore": "model.safetensors",
             "aesthetic": "sac+logos+ava1-l14-linearMSE.pth"}[scorer]
-    checkpoint = torch.load(folder / name, weights_only=True)
+    checkpoint = load_file(folder / name) if scorer == "pickscore" else torch.load(folder / name, weights_only=True)
     state = checkpoint["state_dict"] if scorer == "hpsv2" else checkpoint
     victim = sorted(k for k in state if k.endswith("weight"))[-1]
     state[victim.replace("weight", "wieght")] = state.pop(victim)
-    torch.save(checkpoint, folder / name)
+    if scorer == "pickscore":
+        save_file(checkpoint, folder / name, metadata={"format": "pt"})
+    else:
+        torch.save(checkpoint, folder / name)
     metric = make_metric(f"{scorer}:{folder / name if scorer == 'hpsv2' else folder}")
     with pytest.raises(BadInputError) as caught:
         metric.load("cpu", torch.float32)
@@ -198,3 +203,19 @@ def test_official_weights_can_be_pinned_to_a_hub_revision():
     assert pinned.hub_files()[0].revision == commit and pinned.hub_files()[0].patterns == ("HPS_v2.1_compressed.pt",)
     assert pinned.version == f"1+xswu/HPSv2@{commit[:12]}"  # a commit needs no look-up, even offline
     assert make_metric("hpsv2").hub_files()[0].revision == "main"
+
+
+def test_pickscore_accepts_the_position_ids_buffers_older_transformers_saved(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "weights"
+    shutil.copytree(ensure_tiny_scorer("tiny-pickscore", 0), folder)
+    state = load_file(folder / "model.safetensors")
+    state["text_model.embeddings.position_ids"] = torch.arange(77).unsqueeze(0)
+    state["vision_model.embeddings.position_ids"] = torch.arange(50).unsqueeze(0)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    metric = make_metric(f"pickscore:{folder}")
+    metric.load("cpu", torch.float32)
+    reference = make_metric("tiny-pickscore")
+    reference.load("cpu", torch.float32)
+    assert metric.score(_images(2), PROMPTS[:2]) == reference.score(_images(2), PROMPTS[:2])

@@ -14,7 +14,8 @@ from PIL import Image
 
 from rpo_bench.errors import BadInputError
 from rpo_bench.hub_files import HubFiles
-from rpo_bench.metrics.official import OfficialScorer, fetch_hub_file
+from rpo_bench.metrics.checkpoints import check_keys
+from rpo_bench.metrics.official import OfficialScorer, fetch_hub_file, transformers_errors_only
 from rpo_bench.metrics.preprocess import pil_clip_image_processor, to_rgb_dropping_alpha
 
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -66,7 +67,18 @@ class PickScore(OfficialScorer):
 
         silence_library_progress()
         model_folder, processor_folder = self._folders()
-        self.model = CLIPModel.from_pretrained(str(model_folder), dtype=self.dtype).to(self.device).eval()
+        try:
+            with transformers_errors_only():  # its load report would be a table; ours is one line
+                model, info = CLIPModel.from_pretrained(str(model_folder), dtype=self.dtype, output_loading_info=True)
+        except (OSError, RuntimeError, ValueError) as exc:  # unreadable file, shapes that do not fit the config
+            raise BadInputError(f"{self.key}: {model_folder} is not a loadable CLIPModel ({type(exc).__name__}); "
+                                f"accepted: {self.accepted_local}") from exc
+        # transformers fills missing weights with random ones and ignores unexpected ones: refuse both. Checkpoints
+        # saved by transformers < 4.31 (PickScore_v1 among them) also hold `position_ids` buffers, rebuilt today.
+        unexpected = {k for k in info["unexpected_keys"] if not k.endswith("position_ids")}
+        check_keys(set(model.state_dict()) - set(info["missing_keys"]) | unexpected,
+                   model.state_dict(), model_folder / MODEL_FILES[1], self.key, self.accepted_local)
+        self.model = model.to(self.device).eval()
         self.processor = pil_clip_image_processor(processor_folder)
         self.tokenizer = CLIPTokenizer.from_pretrained(str(processor_folder))
 
