@@ -10,6 +10,7 @@ Their numbers mean nothing beyond that.
 from __future__ import annotations
 
 import json
+import re
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -88,8 +89,6 @@ def _bert_vocab() -> list[str]:
 
 def _official_blip_keys(vision: dict, text: dict, mlp: dict) -> dict[str, torch.Tensor]:
     """Our modules' tensors under ImageReward.pt's names (the inverse of blip_convert's renaming)."""
-    import re
-
     renames = (("embeddings.class_embedding", "cls_token"), ("embeddings.position_embedding", "pos_embed"),
                ("embeddings.patch_embedding.", "patch_embed.proj."), ("post_layernorm.", "norm."),
                (r"encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.norm1."),
