@@ -14,6 +14,7 @@ from typing import Any
 
 from rpo_bench.errors import RpoBenchError, UnknownNameError
 from rpo_bench.hub_files import HubFiles
+from rpo_bench.models.spec import is_local_location
 
 KINDS = ("models", "metrics", "prompts")
 KIND_LABELS = {"models": "model", "metrics": "metric", "prompts": "prompt set"}
@@ -97,10 +98,6 @@ def _model_entry(name: str) -> EntryFiles:
     return EntryFiles(name, "models", note=f"{note}: nothing to download")
 
 
-def _is_local(repo: str) -> bool:
-    return repo.startswith(("/", ".", "~")) or Path(repo).expanduser().is_dir()
-
-
 def pipeline_patterns(family: str, skip: Sequence[str] = ()) -> tuple[str, ...]:
     """allow_patterns for the files a pipeline load reads; `skip` components come from an override repo."""
     patterns = ["model_index.json"]
@@ -124,12 +121,12 @@ def model_hub_files(spec) -> list[HubFiles]:
         files.append(HubFiles(spec.repo, spec.revision, patterns=pipeline_patterns(spec.family, skip),
                               what=f"{spec.family} pipeline"))
     for component, repo, subfolder, revision in overrides:
-        if not _is_local(repo):
+        if not is_local_location(repo):
             prefix = f"{subfolder}/" if subfolder else ""
             files.append(HubFiles(repo, revision, patterns=(f"{prefix}config.json",
                                                             f"{prefix}{COMPONENT_WEIGHTS[component]}"),
                                   what=f"{'UNet' if component == 'unet' else 'VAE'} override"))
-    if spec.lora_repo and not _is_local(spec.lora_repo):
+    if spec.lora_repo and not is_local_location(spec.lora_repo):
         files.append(HubFiles(spec.lora_repo, "main", patterns=(spec.lora_weight_name or DEFAULT_LORA_WEIGHTS,),
                               what="LoRA"))
     return files

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,17 @@ class OfficialScorer(Metric):
         self.device, self.dtype = device, dtype
         self.build()
 
+    @abstractmethod
     def build(self) -> None:
-        raise NotImplementedError
+        """Load the weights into `self.model` on `self.device` / `self.dtype`."""
 
+    @abstractmethod
     def prepare(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Preprocess and tokenise: the model's inputs, on the device."""
 
+    @abstractmethod
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The model on prepared inputs: one score per image."""
 
     def count_truncated(self, prompts: Sequence[str]) -> int:
         return 0

@@ -19,6 +19,11 @@ PIPELINE_CLASS_TO_FAMILY = {
 }
 
 
+def is_local_location(location: str) -> bool:
+    """A path (not a Hub repo id): what the loader and `rpo-bench download` read from disk, not from the Hub."""
+    return bool(location) and (location.startswith(("/", ".", "~")) or Path(location).expanduser().is_dir())
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A base pipeline (hub repo or local folder) plus optional UNet / VAE / LoRA overrides.
@@ -69,8 +74,7 @@ class ModelSpec:
 
     @property
     def is_local(self) -> bool:
-        location = self.location
-        return bool(location) and (location.startswith(("/", ".", "~")) or Path(location).expanduser().is_dir())
+        return is_local_location(self.location)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
