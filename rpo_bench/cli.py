@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import re
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 
 import typer
@@ -12,17 +18,47 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rpo_bench.errors import RpoBenchError
+from rpo_bench.errors import BadInputError, RpoBenchError
 
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
+# C0 and C1 control characters (ESC starts terminal sequences that clear the screen or retitle the window; CR
+# and BS overwrite what was printed) and the bidi overrides that reorder a line on screen.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with every control character shown as a visible escape (\\x1b, \\n, \\u202e), as repr() would, so
+    that prompts, paths and registry entries print as what they are instead of acting on the terminal."""
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        return _SHORT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+    return _CONTROL_CHARACTERS.sub(escape, text)
+
+
+class UserTextConsole(Console):
+    """A rich Console for text that is largely the user's (prompts, paths, names from user registry files): every
+    string, in a print, a table cell or a title, shows as typed. Rich markup is off, so "[bold]" in a prompt is
+    text and "[/x]" cannot fail, and control characters become visible escapes (see `printable`)."""
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        kwargs["markup"] = False
+        return super().render_str(printable(text), **kwargs)
+
+
+console = UserTextConsole(emoji=False, markup=False)
+err_console = UserTextConsole(stderr=True, emoji=False, markup=False)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Diffusion-RPO, Diffusion-DPO and SFT for text-to-image diffusion, and a benchmark "
                        "that compares them reproducibly.")
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the full traceback instead of the one-line error "
+                                     "(and where an interrupt stopped); accepted anywhere on the command line, "
+                                     "or set RPO_BENCH_DEBUG=1.")) -> None:
+    """`--debug` is taken out of the arguments by `main` before parsing, so that it works after any subcommand;
+    this option only makes it visible in `rpo-bench --help`."""
 
 
 # The embedded default: the micro world, whose judge measures what each prompt asked for.
@@ -50,13 +86,17 @@ def evaluate(
     """Generate (cached, seeded) and score images: models x protocols x prompts x seeds x metrics."""
     from rpo_bench.evaluate import EvaluateConfig, default_image_cache, default_store_path, parse_seeds
     from rpo_bench.evaluate import evaluate as run_evaluate
+    from rpo_bench.metrics import comma_separated, parse_metric_list
 
-    config = EvaluateConfig(models=_split(models), prompts=prompts, metrics=_split(metrics), seeds=parse_seeds(seeds),
+    config = EvaluateConfig(models=comma_separated(models, "--models", "model names or diffusers folders"),
+                            prompts=prompts, metrics=parse_metric_list(metrics), seeds=parse_seeds(seeds),
                             protocol=protocol or None, store=store or default_store_path(),
                             image_cache=image_cache or default_image_cache(), device=device, dtype=dtype,
                             score_dtype=score_dtype, batch_size=batch_size)
-    if store is None:
-        config.store.parent.mkdir(parents=True, exist_ok=True)
+    if store is None:  # the default store's folder is ours to make; a given --store's folder must exist
+        from rpo_bench.config import writable_dir
+
+        writable_dir(config.store.parent, f"the results store {config.store}")
     result = run_evaluate(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -185,6 +225,8 @@ def prompts_list(ctx: typer.Context) -> None:
 def prompts_show(name: str, first: int = typer.Option(5, help="How many prompts to print.")) -> None:
     from rpo_bench.prompts import PROMPT_SETS, load_prompt_set
 
+    if first < 0:  # a negative slice would silently print all but the last prompts
+        raise BadInputError(f"--first {first}: accepted: an integer >= 0")
     values = dict(vars(PROMPT_SETS.get(name))) if name in PROMPT_SETS else {"file": name}
     prompt_set = load_prompt_set(name)
     values["prompts"] = len(prompt_set.prompts)
@@ -223,38 +265,133 @@ def protocols_show(name: str) -> None:
 
 
 # -- entry point ------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI: user errors become one line on stderr and exit code 2 (a traceback only with --debug)."""
-    try:  # typer >= 0.24 ships its own copy of click; older typer uses the click package
-        from typer._click import exceptions as click_exceptions
-    except ImportError:  # pragma: no cover
-        from click import exceptions as click_exceptions
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("RPO_BENCH_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
+# What an interrupted command keeps, by command: each saves its work as it goes (see the commands' docs).
+_RESUME_HINTS = {
+    "evaluate": "images and scores finished so far are kept in the image cache and results store; run the same "
+                "command again to resume",
+    "pairs": "images and scores finished so far are kept in the image cache and results store; run the same "
+             "command again to resume",
+    "score": "scores of finished batches are kept in the --out file (none without --out); run the same command "
+             "again to resume",
+    "train": "saved checkpoints are kept; run the same command with --resume to continue from the last one",
+    "micro": "finished stages and images are kept; run the same command again to resume",
+    "download": "files downloaded so far are kept; run the same command again to continue",
+}
+
+
+def _interrupted_line(argv: list[str]) -> str:
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    return f"interrupted: {_RESUME_HINTS.get(command, 'nothing was changed by this command')}"
+
+
+def _click_exception_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(ClickException, Abort) classes of typer's bundled click and of the click package, whichever exist: typer
+    >= 0.24 raises its own copies, and a library may still raise the package's."""
+    click_errors: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            exceptions = __import__(module, fromlist=["ClickException"])
+        except ImportError:
+            continue
+        click_errors.append(exceptions.ClickException)
+        if hasattr(exceptions, "Abort"):
+            aborts.append(exceptions.Abort)
+    return tuple(click_errors), tuple(aborts)
+
+
+class _InterruptRecorder:
+    """With --debug, keeps the stack where Ctrl-C arrived: typer turns KeyboardInterrupt into a bare exit code 130,
+    so its traceback is otherwise gone by the time `main` sees the result."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.previous = None
+
+    def __enter__(self) -> _InterruptRecorder:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum, frame) -> None:
+        self.stack = traceback.format_stack(frame)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _configure_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         for noisy in ("diffusers", "transformers"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def _print_error(message: str) -> None:
+    err_console.print(Text.assemble(("error: ", "bold red"), printable(message)), highlight=False, soft_wrap=True)
+
+
+def _name_the_bad_value(exc) -> None:
+    """typer >= 0.25 converts values with pydantic, whose message ("Input should be a valid integer, ...") does not
+    say which value was refused; the validation error it comes from does, so the message gets it back."""
+    errors = getattr(exc.__cause__, "errors", None)
     try:
-        typer.main.get_command(app).main(args=argv, prog_name="rpo-bench", standalone_mode=False)
+        value = errors()[0]["input"] if callable(errors) else None
+    except (IndexError, KeyError, TypeError):
+        return
+    message = getattr(exc, "message", None)
+    if value is not None and isinstance(message, str) and str(value) not in message:
+        exc.message = f"{message} (got {str(value)!r})"
+
+
+def _show_usage_error(exc) -> None:
+    """Click's usage message (usage line, hint, error), with the user's text in it made printable."""
+    _name_the_bad_value(exc)
+    buffer = io.StringIO()
+    exc.show(file=buffer)
+    sys.stderr.write("".join(printable(line) + "\n" for line in buffer.getvalue().splitlines()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: user errors become one line on stderr and exit code 2, Ctrl-C one line
+    saying what is kept and exit code 130 (a traceback for either only with --debug)."""
+    click_errors, aborts = _click_exception_classes()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RPO_BENCH_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    _configure_logging(debug)
+    recorder = _InterruptRecorder() if debug else None
+    try:
+        with recorder or contextlib.nullcontext():
+            code = typer.main.get_command(app).main(args=argv, prog_name="rpo-bench", standalone_mode=False)
     except RpoBenchError as exc:
         if debug:
             raise
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return exc.exit_code
     except typer.Exit as exc:
+        code = exc.exit_code
+    except click_errors as exc:
+        _show_usage_error(exc)
         return exc.exit_code
-    except click_exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        err_console.print("interrupted: finished batches are saved; run the same command again to resume")
-        return 130
-    return 0
+    except (KeyboardInterrupt, *aborts):
+        if debug:
+            raise
+        code = INTERRUPTED
+    # In non-standalone mode typer returns what a command returned (None) or the code of an exit; Ctrl-C inside a
+    # command arrives here as 130, which typer made of the KeyboardInterrupt.
+    if code == INTERRUPTED:
+        if recorder is not None and recorder.stack:
+            sys.stderr.write("".join(["Traceback of the interrupt (most recent call last):\n", *recorder.stack]))
+        err_console.print(_interrupted_line(argv), highlight=False, soft_wrap=True)
+        return INTERRUPTED
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def run() -> None:

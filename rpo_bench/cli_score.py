@@ -24,13 +24,15 @@ def score(
                                     "skips what it already holds."),
 ) -> None:
     """Score image files made anywhere; the metrics load once and score in batches."""
-    from rpo_bench.cli import _split, console
-    from rpo_bench.scoring import collect_images, prompts_for, score_files
+    from rpo_bench.cli import console
+    from rpo_bench.metrics import parse_metric_list
+    from rpo_bench.scoring import check_output_file, collect_images, prompts_for, score_files
 
+    metric_specs = parse_metric_list(metrics)
+    check_output_file(out)  # before the images are read: a bad --out must not cost a scan of a large folder
     images = collect_images(paths)
     texts = prompts_for(images, prompt, prompts)
-    summaries = score_files(images, texts, _split(metrics), device=device, dtype=dtype, batch_size=batch_size,
-                            out=out)
+    summaries = score_files(images, texts, metric_specs, device=device, dtype=dtype, batch_size=batch_size, out=out)
     if len(images) <= PER_IMAGE_ROWS:
         per_image = Table(title="per image")
         per_image.add_column("image")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 from rpo_bench.errors import BadInputError
@@ -18,6 +19,44 @@ def home_dir() -> Path:
     """
     root = os.environ.get(HOME_ENV)
     path = Path(root).expanduser() if root else Path.home() / ".cache" / "rpo-bench"
+    return path
+
+
+# What a name that becomes one path component may not be: it would leave its folder or not be a file name.
+_NAME_RULE = "a plain file name (not empty, '.' or '..'; no '/', '\\' or NUL character)"
+
+
+def safe_child(root: Path, *names: str, what: str = "name") -> Path:
+    """`root/name/...` for names that come from users (registry names, seeds, keys), refusing any that would
+    leave `root`: absolute paths, `..`, path separators, NUL, or a symlink that resolves outside `root`.
+
+    Every place that turns a name into a cache path goes through here, so the rule is enforced once."""
+    for name in names:
+        if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+                or os.path.isabs(name)):
+            raise BadInputError(f"{what} {name!r} cannot be used as a file name under {root}; accepted: {_NAME_RULE}")
+    child = Path(root).joinpath(*names)
+    try:
+        inside = child.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise BadInputError(f"{what} {names[-1]!r}: {child} cannot be resolved ({exc})") from exc
+    if not inside:
+        raise BadInputError(f"{what} {names[-1]!r}: {child} is a link that leads outside {root}; accepted: "
+                            "a name whose file or folder lies inside it")
+    return child
+
+
+def writable_dir(path: Path, needed_for: str) -> Path:
+    """Create `path` (and parents), or explain in one line which folder cannot be written and what needs it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"no write permission for {path}")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadInputError(f"cannot write the folder {path} ({reason}), needed for {needed_for}; make it writable "
+                            f"or point {HOME_ENV} (or the command's path option) at a writable folder") from exc
     return path
 
 
@@ -41,8 +80,9 @@ def resolve_device(device: str = "auto") -> str:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if device.split(":")[0] not in {"cpu", "cuda", "mps", "xpu"}:
-        raise BadInputError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N, mps, xpu")
+    # torch accepts "cuda:x" here and fails later with a traceback; the pattern refuses it up front.
+    if not re.fullmatch(r"(cpu|mps|(cuda|xpu)(:[0-9]+)?)", device):
+        raise BadInputError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N, mps, xpu, xpu:N")
     return device
 
 

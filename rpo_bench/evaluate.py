@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -31,6 +32,14 @@ from rpo_bench.prompts import PromptSet, load_prompt_set
 from rpo_bench.protocols import PROTOCOLS, Protocol
 from rpo_bench.provenance import git_commit, library_versions
 from rpo_bench.store import ResultsStore
+
+log = logging.getLogger(__name__)
+# Bounds that keep --seeds from building a list that exhausts memory: torch generators take any 64-bit seed,
+# but numpy's and most published protocols' take 32 bits, and 100,000 images per prompt is beyond any benchmark.
+MAX_SEED = 2**32 - 1
+MAX_SEEDS = 100_000
+SEEDS_ACCEPTED = (f"integers 0..{MAX_SEED} and ranges LOW-HIGH (LOW <= HIGH) separated by commas, e.g. 0,1,2 or "
+                  f"0-3, at most {MAX_SEEDS:,} seeds in all")
 
 
 def default_store_path() -> Path:
@@ -76,6 +85,7 @@ class EvaluateResult:
     generated: int = 0
     reused: int = 0
     scored: dict[str, int] = field(default_factory=dict)
+    rebuilt: int = 0  # images whose cached file failed verification and were regenerated and rescored
     summary: list[SummaryRow] = field(default_factory=list)
 
 
@@ -88,18 +98,34 @@ class _ModelPlan:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" or inclusive ranges "0-3", or both: "0-3,10"."""
+    """"0,1,2" or inclusive ranges "0-3", or both: "0-3,10". Bounded before any list is built."""
     seeds: list[int] = []
+    count = 0
     for part in (p.strip() for p in text.split(",")):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
         if match is None:
             raise BadInputError(f"seed {part!r} in --seeds {text!r} is not a non-negative integer; accepted: "
-                                "integers and ranges separated by commas, e.g. 0,1,2 or 0-3")
+                                f"{SEEDS_ACCEPTED}")
         low = int(match.group(1))
         high = int(match.group(2)) if match.group(2) else low
-        if high < low or high >= 2**63:
-            raise BadInputError(f"seed range {part!r} in --seeds {text!r}: accepted: LOW-HIGH with LOW <= HIGH < 2**63")
+        if high < low or high > MAX_SEED:
+            raise BadInputError(f"seed range {part!r} in --seeds {text!r}: accepted: {SEEDS_ACCEPTED}")
+        count += high - low + 1
+        if count > MAX_SEEDS:
+            raise BadInputError(f"--seeds {text!r} names more than {MAX_SEEDS:,} seeds; accepted: {SEEDS_ACCEPTED}")
         seeds.extend(range(low, high + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """The same bounds for seeds given through the Python API."""
+    if not seeds:
+        raise BadInputError(f"no seeds given; accepted: {SEEDS_ACCEPTED}")
+    if len(seeds) > MAX_SEEDS:
+        raise BadInputError(f"{len(seeds):,} seeds given; accepted: {SEEDS_ACCEPTED}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise BadInputError(f"seed {seed!r}: accepted: {SEEDS_ACCEPTED}")
     return list(dict.fromkeys(seeds))
 
 
@@ -149,20 +175,47 @@ def _image_row(plan: _ModelPlan, item: GenerationItem, sha: str, prompt_set: Pro
     }
 
 
+class _RunRecord:
+    """Writes the `runs` row just before the run's first image or score row (or at its end when everything was
+    already there), so a run whose set-up fails (a broken model folder) leaves no row behind."""
+
+    def __init__(self, store: ResultsStore, run_id: str, config: dict):
+        self.store, self.run_id, self.config = store, run_id, config
+        self.recorded = False
+
+    def ensure(self) -> None:
+        if not self.recorded:
+            self.store.record_run(self.run_id, self.config, library_versions(), git_commit())
+            self.recorded = True
+
+
+def _rebuild_damaged(items: list[GenerationItem], store: ResultsStore, cache: ImageCache) -> int:
+    """Forget stored images whose cached file is missing or no longer hashes to its name, with their scores, so
+    the generate and score steps that follow make and score them again. Returns how many."""
+    rows = store.image_rows([i.key for i in items])
+    damaged = [row["image_key"] for row in rows if not cache.verify(row["image_sha256"])]
+    if damaged:
+        store.forget_images(damaged)
+    return len(damaged)
+
+
 def _generate_missing(plan: _ModelPlan, items: list[GenerationItem], store: ResultsStore, cache: ImageCache,
                       config: EvaluateConfig, device: str, dtype, dtype_name: str, prompt_set: PromptSet,
-                      run_id: str, show: bool) -> tuple[int, int]:
+                      run: _RunRecord, show: bool) -> tuple[int, int]:
     """Returns (generated, reused from the image cache)."""
+    run_id = run.run_id
     in_store = store.existing_images([i.key for i in items])
     missing = [i for i in items if i.key not in in_store]
     cached = cache.lookup(i.key for i in missing)
     if cached:
+        run.ensure()
         store.add_images([_image_row(plan, i, cached[i.key], prompt_set, dtype_name, run_id)
                           for i in missing if i.key in cached])
     todo = [i for i in missing if i.key not in cached]
     if not todo:
         return 0, len(cached)
     pipe = load_pipeline(plan.spec, device=device, dtype=dtype)
+    run.ensure()
     with progress_bar(f"generate {plan.spec.name}", len(todo), show) as advance:
         for batch in generate_batches(pipe, plan.protocol, plan.spec.family, todo, config.batch_size, advance):
             rows = [_image_row(plan, item, cache.put(item.key, image), prompt_set, dtype_name, run_id)
@@ -181,24 +234,32 @@ def stored_version(metric: Metric, score_dtype) -> str:
 
 
 def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: ImageCache, config: EvaluateConfig,
-                   device: str, dtype, run_id: str, show: bool) -> int:
+                   device: str, dtype, run: _RunRecord, show: bool) -> tuple[int, set[str]]:
+    """Returns (scored, keys whose file failed verification when read: the caller regenerates those)."""
     version = stored_version(metric, dtype)
     done = store.scored_images(keys, metric.key, version)
     todo = [k for k in keys if k not in done]
+    damaged: set[str] = set()
     if not todo:
-        return 0
+        return 0, damaged
     rows = {row["image_key"]: row for row in store.image_rows(todo)}
     metric.load(device, dtype)
+    run.ensure()
+    scored = 0
     with progress_bar(f"score {metric.key}", len(todo), show) as advance:
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start:start + config.batch_size]
-            images = [cache.open(rows[k]["image_sha256"]) for k in batch]
-            values = metric.score(images, [rows[k]["prompt"] for k in batch])
-            store.add_scores(metric.key, version, run_id, list(zip(batch, values, strict=True)))
+            images = {k: cache.read(rows[k]["image_sha256"]) for k in batch}
+            damaged.update(k for k, image in images.items() if image is None)
+            good = [k for k in batch if images[k] is not None]
+            if good:
+                values = metric.score([images[k] for k in good], [rows[k]["prompt"] for k in good])
+                store.add_scores(metric.key, version, run.run_id, list(zip(good, values, strict=True)))
+                scored += len(good)
             advance(len(batch))
     metric.unload()
     _free_memory()
-    return len(todo)
+    return scored, damaged
 
 
 def _free_memory() -> None:
@@ -225,11 +286,16 @@ def summarise(store: ResultsStore, plans: list[_ModelPlan], metrics: list[Metric
     return rows
 
 
-def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> EvaluateResult:
-    if config.batch_size < 1:
+def _check_config(config: EvaluateConfig) -> None:
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise BadInputError(f"--batch-size {config.batch_size}: accepted: an integer >= 1")
     if not config.models:
         raise BadInputError("no models given; name at least one (rpo-bench models lists them)")
+    config.seeds = check_seeds(list(config.seeds))
+
+
+def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> EvaluateResult:
+    _check_config(config)
     context = context or process_context(config.device)
     device = context.device or resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -241,26 +307,54 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
     for name in config.models:
         for protocol_name in protocol_names(config, resolve_model(name)):
             PROTOCOLS.get(protocol_name)
-    store = ResultsStore(config.store)
-    cache = ImageCache(config.image_cache)
+    # Fingerprints (which build tiny models) and metric versions come before the store and cache are opened, so
+    # a model or metric that cannot be used leaves no new file behind.
     plans = _plan(config, prompt_set, dtype_name)
     for metric in metrics:
         _ = metric.version
     run_id, run_config = _run_id(config, plans, prompt_set, dtype_name)
-    store.record_run(run_id, run_config, library_versions(), git_commit())
     result = EvaluateResult(run_id)
-    show = config.show_progress and context.is_main
-    for plan in plans:
-        generated, reused = _generate_missing(plan, context.shard(plan.items), store, cache, config, device, dtype,
-                                              dtype_name, prompt_set, run_id, show)
-        result.generated += generated
-        result.reused += reused
-    my_keys = [item.key for plan in plans for item in context.shard(plan.items)]
-    for metric in metrics:
-        result.scored[metric.key] = _score_missing(metric, my_keys, store, cache, config, device, score_dtype, run_id,
-                                                   show)
-    context.barrier()
-    result.summary = summarise(store, plans, metrics, score_dtype)
-    store.close()
-    cache.close()
+    store = ResultsStore(config.store)
+    try:
+        cache = ImageCache(config.image_cache)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        _generate_and_score(config, context, plans, metrics, store, cache, _RunRecord(store, run_id, run_config),
+                            result, device, dtype, dtype_name, score_dtype, prompt_set)
+        context.barrier()
+        result.summary = summarise(store, plans, metrics, score_dtype)
+    finally:
+        store.close()
+        cache.close()
     return result
+
+
+def _generate_and_score(config: EvaluateConfig, context: ProcessContext, plans: list[_ModelPlan],
+                        metrics: list[Metric], store: ResultsStore, cache: ImageCache, run: _RunRecord,
+                        result: EvaluateResult, device: str, dtype, dtype_name: str, score_dtype,
+                        prompt_set: PromptSet) -> None:
+    """Verify, generate what is missing, score what is unscored; a file that fails verification while being
+    scored is forgotten, and a second pass regenerates and scores it."""
+    show = config.show_progress and context.is_main
+    for _ in range(3):  # a file damaged again during the rebuild pass is a disk problem, not worth a loop
+        rebuilt = sum(_rebuild_damaged(context.shard(plan.items), store, cache) for plan in plans)
+        if rebuilt:
+            log.warning("%d cached image(s) in %s no longer matched their sha256 (truncated, replaced or missing): "
+                        "regenerated and rescored", rebuilt, cache.root)
+        result.rebuilt += rebuilt
+        for plan in plans:
+            generated, reused = _generate_missing(plan, context.shard(plan.items), store, cache, config, device,
+                                                  dtype, dtype_name, prompt_set, run, show)
+            result.generated += generated
+            result.reused += reused
+        my_keys = [item.key for plan in plans for item in context.shard(plan.items)]
+        damaged: set[str] = set()
+        for metric in metrics:
+            scored, bad = _score_missing(metric, my_keys, store, cache, config, device, score_dtype, run, show)
+            result.scored[metric.key] = result.scored.get(metric.key, 0) + scored
+            damaged |= bad
+        if not damaged:
+            break
+    run.ensure()

@@ -14,7 +14,7 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
     if not enabled or total <= 0:
         yield lambda n=1: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(description, total=total)

@@ -12,9 +12,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import home_dir, is_offline
+from rpo_bench.config import home_dir, is_offline, safe_child, writable_dir
 from rpo_bench.errors import BadInputError, MissingWeightsError
-from rpo_bench.registry import Registry, check_table_keys, read_toml
+from rpo_bench.registry import (
+    INTEGER,
+    STRING,
+    Registry,
+    check_table_keys,
+    check_table_values,
+    read_toml,
+    rules_from_dataclass,
+)
 
 log = logging.getLogger(__name__)
 PROJECT_PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
@@ -58,6 +66,11 @@ class PromptSet:
 def spec_from_table(name: str, table: Mapping[str, Any]) -> PromptSetSpec:
     check_table_keys("prompt set", name, table,
                      {"summary", "file", "hf_dataset", "split", "column", "category_column", "hf_files", "size"})
+    check_table_values("prompts", name, table, rules_from_dataclass(PromptSetSpec, {
+        "size": INTEGER.refine("an integer >= 1", lambda value: value >= 1),
+        "file": STRING.refine("a non-empty string", bool),
+        "hf_dataset": STRING.refine("a non-empty string", bool),
+    }))
     if not table.get("file") and not table.get("hf_dataset"):
         raise BadInputError(f"prompt set {name!r}: needs `file` or `hf_dataset`")
     values = dict(table)
@@ -79,6 +92,10 @@ def read_prompt_file(path: Path) -> list[Prompt]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise BadInputError(f"prompt file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise BadInputError(f"prompt file {path} is a folder; accepted: a {' or '.join(FILE_SUFFIXES)} file") from exc
+    except OSError as exc:
+        raise BadInputError(f"prompt file {path} cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise BadInputError(f"prompt file {path} is not UTF-8 text (byte {exc.start})") from exc
     prompts: list[Prompt] = []
@@ -101,7 +118,7 @@ def read_prompt_file(path: Path) -> list[Prompt]:
 
 
 def _write_jsonl_atomic(path: Path, prompts: list[Prompt]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(path.parent, f"the downloaded prompt set {path.stem}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         for prompt in prompts:
@@ -132,7 +149,10 @@ def _fetch_hub_prompts(spec: PromptSetSpec) -> list[Prompt]:
 
 
 def cached_prompts_path(name: str) -> Path:
-    return home_dir() / "prompts" / f"{name}.jsonl"
+    """Where a hub prompt set is kept: the set's name becomes a file name, so it must stay in that folder."""
+    folder = home_dir() / "prompts"
+    safe_child(folder, name, what="prompt set name")  # the error then shows the name as the user wrote it
+    return safe_child(folder, f"{name}.jsonl", what="prompt set name")
 
 
 def load_spec(spec: PromptSetSpec) -> PromptSet:
@@ -156,6 +176,9 @@ def load_spec(spec: PromptSetSpec) -> PromptSet:
 
 def load_prompt_set(name_or_path: str) -> PromptSet:
     """A registry name or a path to a `.txt` / `.jsonl` file."""
+    if not name_or_path.strip():
+        raise BadInputError("--prompts is empty; accepted: a prompt-set name (rpo-bench prompts lists them) or a "
+                            f"{' or '.join(FILE_SUFFIXES)} file")
     if name_or_path in PROMPT_SETS:
         return load_spec(PROMPT_SETS.get(name_or_path))
     path = Path(name_or_path).expanduser()

@@ -15,7 +15,17 @@ from typing import Any
 
 from rpo_bench.errors import BadInputError
 from rpo_bench.models.spec import FAMILIES
-from rpo_bench.registry import Registry, check_table_keys, read_toml
+from rpo_bench.registry import (
+    INTEGER,
+    NUMBER,
+    STRING,
+    Registry,
+    ValueRule,
+    check_table_keys,
+    check_table_values,
+    read_toml,
+    rules_from_dataclass,
+)
 
 # sampler name -> diffusers scheduler class; "default" keeps the scheduler the checkpoint ships with.
 SAMPLERS = {
@@ -61,37 +71,52 @@ class Protocol:
         return hashlib.sha256(json.dumps(self.settings(family), sort_keys=True).encode()).hexdigest()
 
 
-def _per_family(name: str, key: str, value: Any, kind: type) -> dict[str, Any]:
+def _per_family(value: Any, kind: type) -> dict[str, Any]:
     if isinstance(value, Mapping):
-        missing = [f for f in FAMILIES if f not in value]
-        if missing:
-            raise BadInputError(f"protocol {name!r}: {key} has no value for {', '.join(missing)}")
         return {f: kind(value[f]) for f in FAMILIES}
     return {f: kind(value) for f in FAMILIES}
+
+
+def _one_or_per_family(rule: ValueRule) -> ValueRule:
+    """`guidance = 5.0` or `guidance = { sd15 = 7.5, sdxl = 5.0 }`: one value, or one per family, each valid."""
+    def check(value: Any) -> bool:
+        if isinstance(value, Mapping):
+            return set(value) == set(FAMILIES) and all(rule.check(v) for v in value.values())
+        return rule.check(value)
+
+    return ValueRule(f"{rule.accepted}, or a table with exactly {', '.join(FAMILIES)} of those", check)
+
+
+def _table_rules() -> dict[str, ValueRule]:
+    # Types come from the Protocol dataclass; ranges where a setting has one. Resolution is in pixels of an
+    # 8x-downsampling VAE, so it must divide by 8 (0 = the model's native size).
+    return rules_from_dataclass(Protocol, {
+        "version": INTEGER.refine("an integer >= 1", lambda value: value >= 1),
+        "steps": INTEGER.refine("an integer >= 1", lambda value: value >= 1),
+        "sampler": STRING.refine(f"one of {', '.join(SAMPLERS)}", lambda value: value in SAMPLERS),
+        "eta": NUMBER.refine("a number >= 0", lambda value: value >= 0),
+        "guidance": _one_or_per_family(NUMBER.refine("a number >= 0", lambda value: value >= 0)),
+        "resolution": _one_or_per_family(INTEGER.refine("an integer >= 0 that is a multiple of 8 (0: native)",
+                                                        lambda value: value >= 0 and value % 8 == 0)),
+    })
 
 
 def protocol_from_table(name: str, table: Mapping[str, Any]) -> Protocol:
     check_table_keys("protocol", name, table,
                      {"summary", "version", "sampler", "steps", "guidance", "resolution", "eta", "negative_prompt"})
-    sampler = str(table.get("sampler", "default"))
-    if sampler not in SAMPLERS:
-        raise BadInputError(f"protocol {name!r}: unknown sampler {sampler!r}; accepted: {', '.join(SAMPLERS)}")
-    try:
-        steps = int(table["steps"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadInputError(f"protocol {name!r}: `steps` must be a positive integer") from exc
-    if steps < 1:
-        raise BadInputError(f"protocol {name!r}: steps={steps}; accepted: a positive integer")
+    if "steps" not in table:
+        raise BadInputError(f"[protocols.{name}] has no `steps`; accepted: an integer >= 1")
+    check_table_values("protocols", name, table, _table_rules())
     return Protocol(
         name=name,
-        version=int(table.get("version", 1)),
-        sampler=sampler,
-        steps=steps,
-        guidance=_per_family(name, "guidance", table.get("guidance", 5.0), float),
-        resolution=_per_family(name, "resolution", table.get("resolution", 0), int),
+        version=table.get("version", 1),
+        sampler=table.get("sampler", "default"),
+        steps=table["steps"],
+        guidance=_per_family(table.get("guidance", 5.0), float),
+        resolution=_per_family(table.get("resolution", 0), int),
         eta=float(table.get("eta", 0.0)),
-        negative_prompt=str(table.get("negative_prompt", "")),
-        summary=str(table.get("summary", "")),
+        negative_prompt=table.get("negative_prompt", ""),
+        summary=table.get("summary", ""),
     )
 
 

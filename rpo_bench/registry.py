@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -74,6 +77,69 @@ def check_table_keys(kind: str, name: str, table: Mapping[str, Any], allowed: se
                             f"accepted: {', '.join(sorted(allowed))}")
 
 
+@dataclass(frozen=True)
+class ValueRule:
+    """What one key of a registry table accepts: a test and the words that tell the user."""
+
+    accepted: str
+    check: Callable[[Any], bool]
+
+    def refine(self, accepted: str, extra: Callable[[Any], bool]) -> ValueRule:
+        """This rule plus a range: `extra` only runs on values of the right type."""
+        return ValueRule(accepted, lambda value: self.check(value) and extra(value))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+STRING = ValueRule("a string", lambda value: isinstance(value, str))
+INTEGER = ValueRule("an integer", _is_int)
+NUMBER = ValueRule("a number", _is_number)
+BOOLEAN = ValueRule("true or false", lambda value: isinstance(value, bool))
+STRING_LIST = ValueRule("a list of strings", lambda value: isinstance(value, list)
+                        and all(isinstance(item, str) for item in value))
+_TYPE_RULES: dict[Any, ValueRule] = {str: STRING, int: INTEGER, float: NUMBER, bool: BOOLEAN}
+
+
+def rule_for_type(annotation: Any) -> ValueRule | None:
+    """The rule for a dataclass field's type as TOML can give it; None for types TOML values cannot check."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # `X | None`: TOML has no null, so the value must be an X
+        inner = [arg for arg in args if arg is not type(None)]
+        return rule_for_type(inner[0]) if len(inner) == 1 else None
+    if origin is tuple and args in ((str, Ellipsis),):
+        return STRING_LIST
+    return _TYPE_RULES.get(annotation)
+
+
+def rules_from_dataclass(cls: type, ranges: Mapping[str, ValueRule] | None = None) -> dict[str, ValueRule]:
+    """One rule per field, from its type, with `ranges` replacing the rule of fields that have a range."""
+    hints = typing.get_type_hints(cls)
+    rules = {f.name: rule for f in fields(cls) if (rule := rule_for_type(hints[f.name])) is not None}
+    rules.update(ranges or {})
+    return rules
+
+
+def _shown(value: Any) -> str:
+    text = f"a table {value!r}" if isinstance(value, Mapping) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_table_values(kind: str, name: str, table: Mapping[str, Any], rules: Mapping[str, ValueRule]) -> None:
+    """Every value of a registry table against its rule; the error names the table, key, value and what fits.
+
+    `kind` is the TOML table prefix (models, prompts, protocols, metrics); the registry adds the file name."""
+    for key, value in table.items():
+        rule = rules.get(key)
+        if rule is not None and not rule.check(value):
+            raise BadInputError(f"[{kind}.{name}] {key} = {_shown(value)}: accepted: {rule.accepted}")
+
+
 class Registry(Generic[T]):
     """Named entries of one kind, with aliases, lazy targets, user TOML entries and entry points.
 
@@ -117,10 +183,17 @@ class Registry(Generic[T]):
                           replace=True)
         path = user_registry_file()
         if self.from_table is not None and path.is_file():
-            for name, table in read_toml(path).get(self.kind, {}).items():
+            tables = read_toml(path).get(self.kind, {})
+            if not isinstance(tables, Mapping):
+                raise BadInputError(f"{path}: {self.kind} = {_shown(tables)}: accepted: tables [{self.kind}.NAME]")
+            for name, table in tables.items():
                 if not isinstance(table, Mapping):
-                    raise BadInputError(f"{path}: [{self.kind}.{name}] must be a table")
-                target = self.from_table(name, table)
+                    raise BadInputError(f"{path}: [{self.kind}] {name} = {_shown(table)}: accepted: a table "
+                                        f"[{self.kind}.{name}] of settings")
+                try:
+                    target = self.from_table(name, table)
+                except BadInputError as exc:  # the same checks serve the built-in catalogs; name the user's file
+                    raise BadInputError(f"{path}: {exc}") from exc
                 self.register(name, target, summary=str(table.get("summary", "")), source=f"user ({path.name})",
                               replace=True)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from rpo_bench.errors import BadInputError
+from rpo_bench.metrics.preprocess import check_user_image, open_user_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -45,7 +45,11 @@ def collect_images(paths: Sequence[Path]) -> list[Path]:
     images: list[Path] = []
     for path in paths:
         if path.is_dir():
-            images.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            try:
+                images.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            except OSError as exc:
+                raise BadInputError(f"image folder {path} cannot be listed ({exc.strerror or exc}); accepted: "
+                                    "a folder you can read") from exc
         elif path.is_file():
             images.append(path)
         else:
@@ -55,18 +59,25 @@ def collect_images(paths: Sequence[Path]) -> list[Path]:
     return images
 
 
-def open_image(path: Path, full: bool = True) -> Image.Image:
-    """The decoded image, or one line naming the file that does not decode."""
-    try:
-        image = Image.open(path)
-        if full:
-            image.load()
-        else:
-            image.verify()  # header and structure only: cheap enough to run on every file up front
-        return image
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadInputError(f"image {path} does not decode ({type(exc).__name__}: {exc}); accepted: image files "
-                            f"that PIL reads ({', '.join(IMAGE_SUFFIXES)})") from exc
+def check_output_file(out: Path | None) -> None:
+    """`--out` must be a file that can be appended to; checked before any image is read or model loaded, so that
+    a typo does not fail after the first batch has been scored and lost."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise BadInputError(f"--out {out} is a folder; accepted: a JSONL file path (created if missing, appended to "
+                            "if present)")
+    if out.exists():
+        if not os.access(out, os.W_OK):
+            raise BadInputError(f"--out {out} is not writable; accepted: a JSONL file you can write")
+        return
+    parent = out.parent
+    if not parent.is_dir():
+        raise BadInputError(f"--out {out}: the folder {parent} does not exist; accepted: a file in an existing "
+                            "folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"--out {out}: the folder {parent} is not writable; accepted: a file in a folder you "
+                            "can write")
 
 
 def prompts_for(images: Sequence[Path], prompt: str | None, prompts_file: Path | None) -> list[str]:
@@ -88,14 +99,30 @@ def _done_rows(out: Path | None) -> dict[tuple[str, str, str], float]:
     """(image, metric, version) -> value of the rows an earlier run already wrote to `out`."""
     if out is None or not out.is_file():
         return {}
+    try:
+        text = out.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"--out {out} cannot be read as the UTF-8 JSONL that rpo-bench score writes "
+                            f"({type(exc).__name__}); accepted: such a file, or a new path") from exc
     done = {}
-    for line in out.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             row = json.loads(line)
             done[(row["image"], row["metric"], row["version"])] = float(row["value"])
         except (ValueError, KeyError, TypeError):
             continue  # a line cut by a kill: that batch is scored again
     return done
+
+
+def _end_cut_line(out: Path) -> None:
+    """A kill during an append can leave a last line without its newline; the next rows must not join it (the
+    cut line is skipped on reading, and a row glued to it would be lost with it)."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return
+    with open(out, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
 
 
 def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Sequence[str], device: str = "auto",
@@ -108,17 +135,20 @@ def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Se
 
     if batch_size < 1:
         raise BadInputError(f"--batch-size {batch_size}: accepted: an integer >= 1")
+    check_output_file(out)
     metrics = [make_metric(spec) for spec in metric_specs]  # unknown names fail before any work
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     for path, text in zip(images, prompts, strict=True):
-        open_image(path, full=False)
+        check_user_image(path)  # every file, before any model loads
         if not text.strip():  # checked before any model loads; scorers refuse it too
             raise BadInputError(f"the prompt of {path} is empty; accepted: non-empty text")
     done = _done_rows(out)
+    # Every metric's version (which finds its weights, and reads a bad argument such as a seed) before the first
+    # one scores, so the last metric's typo does not surface after the others ran.
+    versions = [stored_version(metric, torch_dtype) for metric in metrics]
     summaries = []
-    for metric in metrics:
-        version = stored_version(metric, torch_dtype)
+    for metric, version in zip(metrics, versions, strict=True):
         values = {i: done[key] for i, path in enumerate(images) if (key := (str(path), metric.key, version)) in done}
         todo = [i for i in range(len(images)) if i not in values]
         if todo:
@@ -126,9 +156,10 @@ def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Se
         with progress_bar(f"score {metric.key}", len(todo), show_progress) as advance:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
-                scores = metric.score([open_image(images[i]) for i in batch], [prompts[i] for i in batch])
+                scores = metric.score([open_user_image(images[i]) for i in batch], [prompts[i] for i in batch])
                 values.update(zip(batch, scores, strict=True))
                 if out is not None:  # appended per batch: a crash loses at most the batch in flight
+                    _end_cut_line(out)
                     with open(out, "a", encoding="utf-8") as handle:
                         handle.writelines(json.dumps({"image": str(images[i]), "prompt": prompts[i],
                                                       "metric": metric.key, "version": version,

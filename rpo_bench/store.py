@@ -61,22 +61,60 @@ IMAGE_COLUMNS = ("image_key", "model", "model_fingerprint", "protocol", "protoco
                  "created_at")
 
 
+SCHEMA_COLUMNS = {
+    "runs": ("run_id", "created_at", "updated_at", "config", "versions", "git_commit"),
+    "images": IMAGE_COLUMNS,
+    "scores": ("image_key", "metric", "metric_version", "value", "model", "protocol_fingerprint", "run_id",
+               "created_at"),
+}
+
+
+def damaged_store_message(path: Path, reason: str) -> str:
+    """The one line for a store SQLite cannot use: what is wrong, and the two ways out (nothing is deleted)."""
+    return (f"results store {path} is damaged ({reason}); move it aside and rerun (cached images are reused), "
+            f"or recover its rows with: sqlite3 {path} .recover | sqlite3 {path.with_name('recovered.sqlite')}")
+
+
 class ResultsStore:
     def __init__(self, path: Path):
         self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            raise BadInputError(f"results store {self.path} is a folder; accepted: a file path (e.g. "
+                                f"{self.path / 'results.sqlite'})")
+        if not self.path.parent.is_dir():
+            raise BadInputError(f"cannot write the results store {self.path}: folder {self.path.parent} "
+                                "does not exist")
+        existed = {suffix: self.path.with_name(self.path.name + suffix).exists() for suffix in ("-wal", "-shm")}
         try:
-            if not self.path.parent.is_dir():
-                raise OSError(f"folder {self.path.parent} does not exist")
             self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise BadInputError(f"cannot write the results store {self.path}: {exc}") from exc
+        try:
             self._initialise()
         except (OSError, sqlite3.Error) as exc:
-            raise BadInputError(f"cannot write the results store {self.path}: {exc}") from exc
+            self._db.close()
+            if isinstance(exc, OSError) or (isinstance(exc, sqlite3.OperationalError) and any(
+                    hint in str(exc) for hint in ("locked", "readonly", "unable to open", "disk I/O"))):
+                # Not damage; another process may be using the store, so its -wal / -shm files stay.
+                raise BadInputError(f"cannot write the results store {self.path}: {exc}") from exc
+            # "file is not a database", "database disk image is malformed", or not our tables
+            self._remove_new_side_files(existed)
+            raise BadInputError(damaged_store_message(self.path, str(exc))) from exc
+
+    def _remove_new_side_files(self, existed: dict[str, bool]) -> None:
+        """The -wal / -shm files SQLite created while failing to open a damaged store hold nothing; ones that
+        were there before may hold the user's rows and stay."""
+        for suffix, was_there in existed.items():
+            if not was_there:
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
 
     def _initialise(self, attempts: int = 50) -> None:
-        """WAL mode and the schema. Switching to WAL takes an exclusive lock for which SQLite does not wait
-        (the busy timeout does not apply), so processes opening a new store together retry for a few seconds."""
+        """Check what is there, then WAL mode and the schema. Switching to WAL takes an exclusive lock for which
+        SQLite does not wait (the busy timeout does not apply), so processes opening a new store together retry
+        for a few seconds."""
         for attempt in range(attempts):
             try:
+                self._check_existing_tables()  # before anything is written into someone else's file
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(SCHEMA)
                 return
@@ -85,15 +123,40 @@ class ResultsStore:
                     raise
                 time.sleep(0.1 * (1 + attempt % 5))
 
+    def _check_existing_tables(self) -> None:
+        """A file of some other program, or a store whose tables are not the ones this version writes, is refused
+        as it is; a new (empty) file passes."""
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not tables & set(SCHEMA_COLUMNS):
+            raise sqlite3.DatabaseError(f"an SQLite database without rpo-bench tables: it holds "
+                                        f"{', '.join(sorted(tables)[:5])}")
+        for table in sorted(tables & set(SCHEMA_COLUMNS)):
+            columns = tuple(row[1] for row in self._db.execute(f"PRAGMA table_info({table})"))
+            if columns != SCHEMA_COLUMNS[table]:
+                raise sqlite3.DatabaseError(f"table {table} has columns ({', '.join(columns)}), expected "
+                                            f"({', '.join(SCHEMA_COLUMNS[table])})")
+
+    @contextmanager
+    def _reading(self):
+        """A page that turns out to be corrupt mid-run gives the same one line as one found on opening."""
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise BadInputError(damaged_store_message(self.path, str(exc))) from exc
+
     @contextmanager
     def transaction(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._reading():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def record_run(self, run_id: str, config: dict[str, Any], versions: dict[str, str], git_commit: str | None) -> None:
         now = time.time()
@@ -120,6 +183,20 @@ class ResultsStore:
                 [(metric, version, float(value), run_id, now, key) for key, value in values],
             )
 
+    def forget_images(self, keys: Sequence[str]) -> None:
+        """Drop images (and every score of them) whose cached file was found damaged: they are regenerated and
+        rescored, and a score that may have come from the bad file does not survive beside the new ones."""
+        keys = list(keys)
+        with self.transaction() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"DELETE FROM scores WHERE image_key IN ({marks})", chunk)
+                db.execute(f"DELETE FROM images WHERE image_key IN ({marks})", chunk)
+
+    def has_run(self, run_id: str) -> bool:
+        return bool(self.query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
     def existing_images(self, keys: Sequence[str]) -> set[str]:
         return set(self._select_keys("SELECT image_key FROM images WHERE image_key IN ({})", keys, ()))
 
@@ -133,8 +210,9 @@ class ResultsStore:
         keys = list(keys)
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            rows = self._db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
-            found.extend(row[0] for row in rows)
+            with self._reading():
+                rows = self._db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
+                found.extend(row[0] for row in rows)
         return found
 
     def image_rows(self, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -142,10 +220,11 @@ class ResultsStore:
         keys = list(keys)
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            cursor = self._db.execute(
-                f"SELECT * FROM images WHERE image_key IN ({','.join('?' * len(chunk))})", chunk)
-            names = [d[0] for d in cursor.description]
-            rows.extend(dict(zip(names, row, strict=True)) for row in cursor)
+            with self._reading():
+                cursor = self._db.execute(
+                    f"SELECT * FROM images WHERE image_key IN ({','.join('?' * len(chunk))})", chunk)
+                names = [d[0] for d in cursor.description]
+                rows.extend(dict(zip(names, row, strict=True)) for row in cursor)
         return rows
 
     def score_values(self, keys: Sequence[str], metric: str, version: str) -> dict[str, float]:
@@ -153,14 +232,16 @@ class ResultsStore:
         keys = list(keys)
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            cursor = self._db.execute(
-                "SELECT image_key, value FROM scores WHERE metric = ? AND metric_version = ? "
-                f"AND image_key IN ({','.join('?' * len(chunk))})", (metric, version, *chunk))
-            values.update(dict(cursor.fetchall()))
+            with self._reading():
+                cursor = self._db.execute(
+                    "SELECT image_key, value FROM scores WHERE metric = ? AND metric_version = ? "
+                    f"AND image_key IN ({','.join('?' * len(chunk))})", (metric, version, *chunk))
+                values.update(dict(cursor.fetchall()))
         return values
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self._db.execute(sql, params).fetchall()
+        with self._reading():
+            return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
         self._db.close()

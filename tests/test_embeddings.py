@@ -129,3 +129,23 @@ def test_embedding_model_names_resolve_like_the_clip_metric():
         embedding_model_source("tiny-clip:x")
     with pytest.raises(BadInputError, match="batch size 0"):
         compute_embeddings(None, batch_size=0)
+
+
+def test_a_damaged_cached_embedding_is_recomputed(data, baseline, tmp_path):
+    import shutil
+    import sqlite3
+
+    table, cache_dir = baseline
+    shutil.copy(cache_dir / "embeddings.sqlite", tmp_path / "embeddings.sqlite")
+    for suffix in ("-wal", "-shm"):
+        if (cache_dir / f"embeddings.sqlite{suffix}").exists():
+            shutil.copy(cache_dir / f"embeddings.sqlite{suffix}", tmp_path / f"embeddings.sqlite{suffix}")
+    db = sqlite3.connect(tmp_path / "embeddings.sqlite")
+    db.execute("UPDATE embeddings SET text = ? WHERE sample_id = ? AND model = ?",
+               (b"\x00\x00\xc0\x7f" * 32, data.sample_ids[5], table.model_identity))  # float32 NaNs
+    db.commit()
+    db.close()
+    again = compute_embeddings(data, "tiny-clip", batch_size=4, show_progress=False, cache_dir=tmp_path)
+    assert (again.computed, again.from_cache) == (1, 11)
+    for name in ("text", "image_w", "image_l"):
+        torch.testing.assert_close(getattr(again, name), getattr(table, name), rtol=1e-5, atol=1e-6)

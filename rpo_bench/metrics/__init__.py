@@ -3,16 +3,26 @@ that scorer is used. A metric may take one argument after a colon: `clip:openai/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from rpo_bench.errors import BadInputError
 from rpo_bench.metrics.base import Metric
-from rpo_bench.registry import Registry, load_target
+from rpo_bench.registry import STRING, Registry, ValueRule, check_table_values, load_target
+
+_TABLE_RULES = {
+    "target": STRING.refine("a string module:Class", lambda value: ":" in value),
+    "metric": STRING,
+    "summary": STRING,
+    "arg": ValueRule("a string or an integer", lambda value: isinstance(value, (str, int))
+                     and not isinstance(value, bool)),
+}
 
 
 def _metric_from_table(name: str, table: Mapping[str, Any]):
     """User metrics: either a `target` ("module:Class") or an existing metric with a fixed `arg`."""
+    check_table_values("metrics", name, table, _TABLE_RULES)
     if "target" in table:
         return str(table["target"])
     if "metric" in table:
@@ -69,3 +79,37 @@ def make_metric(spec: str) -> Metric:
     if not isinstance(metric, Metric):
         raise BadInputError(f"metric {spec!r} does not produce a rpo_bench Metric")
     return metric
+
+
+def comma_separated(text: str, flag: str, accepted: str) -> list[str]:
+    """The items of a comma-separated flag value, stripped. An empty value or an empty item ("a,,b", "a,") is
+    refused rather than skipped: it is usually a typo or an unset shell variable, and skipping it would silently
+    run less than was asked for."""
+    items = [part.strip() for part in text.split(",")]
+    if not any(items):
+        raise BadInputError(f"{flag} {text!r} is empty; accepted: one or more {accepted}, separated by commas")
+    if not all(items):
+        raise BadInputError(f"{flag} {text!r} has an empty item; accepted: {accepted}, separated by single commas")
+    repeated = sorted({item for item in items if items.count(item) > 1})
+    if repeated:
+        raise BadInputError(f"{flag} {text!r} names {', '.join(repeated)} more than once; accepted: each once")
+    return items
+
+
+def parse_metric_list(text: str, flag: str = "--metrics") -> list[str]:
+    """`--metrics` of every command: NAME or NAME:ARG, comma-separated (names are checked by `make_metric`)."""
+    return comma_separated(text, flag, "metrics (NAME or NAME:ARG; rpo-bench metrics lists them)")
+
+
+MAX_SEED = 2**63 - 1
+
+
+def seed_argument(metric_key: str, arg: str | None) -> int:
+    """The seed in a tiny metric's argument (`tiny-clip:3`); "" or None is seed 0.
+
+    ASCII digits only: str.isdigit() accepts "²" and "٣", which int() then rejects or silently reads."""
+    seed = arg or "0"
+    if re.fullmatch(r"[0-9]+", seed) is None or int(seed) > MAX_SEED:
+        raise BadInputError(f"{metric_key}:{seed}: the argument is the tiny model's seed; accepted: an integer "
+                            f"from 0 to {MAX_SEED} in ASCII digits, e.g. {metric_key}:0")
+    return int(seed)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from rpo_bench.errors import BadInputError
+from rpo_bench.file_checks import check_transformers_folder
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.metrics.checkpoints import check_keys, check_shapes, nested_state_dict, read_state_dict
 from rpo_bench.metrics.mlp_head import PreferenceMLP
@@ -61,6 +62,7 @@ class AestheticScore(OfficialScorer):
         return paths[0].parent
 
     def build(self) -> None:
+        from safetensors import SafetensorError
         from transformers import CLIPVisionModelWithProjection
 
         from rpo_bench.progress import silence_library_progress
@@ -74,13 +76,18 @@ class AestheticScore(OfficialScorer):
 
         silence_library_progress()
         clip_folder = self._clip_folder()
+        clip_accepted = f"a CLIP ViT-L/14 folder like {self.clip_hub.repo} (config.json, model.safetensors)"
+        # a local folder or a Hub cache entry alike: a truncated download is named here, not by safetensors
+        check_transformers_folder(clip_folder, self.key, clip_accepted, model_types=("clip", "clip_vision_model"),
+                                  label="CLIP")
         try:
             with transformers_errors_only():  # a full CLIPModel's text tower is "unexpected" here, by design
                 clip, info = CLIPVisionModelWithProjection.from_pretrained(str(clip_folder), dtype=self.dtype,
                                                                            output_loading_info=True)
-        except (RuntimeError, ValueError) as exc:  # e.g. a config whose sizes do not match its weights
-            raise BadInputError(f"{self.key}: {clip_folder} is not a loadable CLIP ({type(exc).__name__}); "
-                                f"accepted: a CLIP ViT-L/14 like {self.clip_hub.repo}") from exc
+        except (RuntimeError, ValueError, OSError, SafetensorError) as exc:  # e.g. sizes that do not fit the weights
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(f"{self.key}: {clip_folder} is not a loadable CLIP ({type(exc).__name__}: {detail}); "
+                                f"accepted: {clip_accepted}") from exc
         if info["missing_keys"]:
             missing = sorted(info["missing_keys"])
             raise BadInputError(f"{self.key}: {clip_folder} lacks {len(missing)} CLIP vision weight(s), e.g. "

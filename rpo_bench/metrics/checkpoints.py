@@ -14,25 +14,73 @@ from pathlib import Path
 import torch
 
 from rpo_bench.errors import BadInputError
+from rpo_bench.file_checks import not_a_file_reason, safetensors_shapes
+
+TORCH_ACCEPTED = "a tensor-only PyTorch checkpoint (torch.save of a dict of tensors) or a safetensors file"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+PICKLE_PROTO = b"\x80"       # the legacy format: a pickle stream, opened by its protocol opcode
+TAR_MAGIC = b"ustar"         # torch < 0.4's tar format, which torch.load still reads (at byte 257 of a tar)
+# What torch's weights-only unpickler says when a pickle *is* one, but names something other than tensors.
+REFUSAL_HINTS = ("GLOBAL", "global", "Unsupported class", "not an allowed")
 
 
 def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors on the CPU; `what` names the scorer in error messages."""
-    if not path.is_file():
-        raise BadInputError(f"{what}: checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """A checkpoint's tensors on the CPU; `what` names the scorer in error messages.
 
-        return load_file(str(path))
+    Three failures are told apart, because their fixes differ: a file that is not a checkpoint at all (wrong
+    file, truncated download: fetch it again), a pickle that names code or non-tensor objects (refused: torch's
+    weights-only loader never runs it), and a checkpoint whose tensors do not fit (see check_keys)."""
+    reason = not_a_file_reason(path)
+    if reason is not None:
+        raise BadInputError(f"{what}: checkpoint {path} {reason}; accepted: {TORCH_ACCEPTED}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, what)
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not (head.startswith((ZIP_MAGIC, PICKLE_PROTO)) or head[257:262] == TAR_MAGIC):
+        raise BadInputError(f"{what}: {path} is not a PyTorch checkpoint (cannot be read: neither a zip archive nor "
+                            f"a pickle, it starts with {head[:4]!r}); accepted: {TORCH_ACCEPTED}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch names the forbidden global (e.g. posix.system) in the first line of its message
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"{what}: refused to load {path}: it is a pickle that would run code or build "
-                            f"non-tensor objects ({reason}); accepted: tensor-only checkpoints or safetensors") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise BadInputError(f"{what}: {path} is not a readable torch checkpoint ({type(exc).__name__})") from exc
+        detail = _unpickler_detail(exc)
+        if any(hint in detail for hint in REFUSAL_HINTS):
+            raise BadInputError(f"{what}: refused to load {path}: it is a pickle that would run code or build "
+                                f"non-tensor objects ({detail}); accepted: {TORCH_ACCEPTED}") from exc
+        raise BadInputError(f"{what}: {path} is not a PyTorch checkpoint (cannot be read: {detail}); "
+                            f"accepted: {TORCH_ACCEPTED}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        # a truncated zip, a cut-off legacy pickle: torch's error names the symptom, not the file
+        detail = _first_line(exc).split(". ")[0].rstrip(".") if str(exc).strip() else "the file ends too early"
+        raise BadInputError(f"{what}: {path} is not a readable PyTorch checkpoint (cannot be read, truncated or "
+                            f"corrupt: {detail}); accepted: {TORCH_ACCEPTED}") from exc
+
+
+def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    safetensors_shapes(path, what, TORCH_ACCEPTED)  # header and size first: one line naming the file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadInputError(f"{what}: {path} is not a readable safetensors file ({_first_line(exc)}); "
+                            f"accepted: {TORCH_ACCEPTED}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unpickler_detail(exc: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only error that says what was found (the rest is advice about weights_only)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    found = next((line for line in useful if any(hint in line for hint in REFUSAL_HINTS)), None)
+    detail = found or (useful[0] if useful else _first_line(exc))
+    return detail.removeprefix("WeightsUnpickler error:").strip().rstrip(".")
 
 
 def nested_state_dict(checkpoint: Mapping, path: Path, what: str, key: str | None = None) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ model (`clip:open_clip:ViT-B-32/laion2b_s34b_b79k`). `tiny-clip` runs the same H
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,19 +33,56 @@ def clip_score_from_features(image_features: torch.Tensor, text_features: torch.
     return 100.0 * (image_features * text_features).sum(dim=-1).clamp(min=0)
 
 
+HF_CLIP_ACCEPTED = ("a transformers CLIP folder (config.json with model_type 'clip', model.safetensors, "
+                    "preprocessor_config.json and the tokenizer files) or a Hub id like openai/clip-vit-large-patch14")
+
+
+def local_clip_folder(source: str, what: str) -> Path | None:
+    """`source` as a local CLIP folder after checking it is one; None for a Hub id.
+
+    A path that is not a CLIP folder is the user's mistake, not missing weights: "not on this machine" and a
+    download command would send them the wrong way."""
+    from rpo_bench.file_checks import check_transformers_folder
+    from rpo_bench.models.spec import is_local_location
+
+    if not is_local_location(source):
+        return None
+    folder = Path(source).expanduser()
+    check_transformers_folder(folder, what, HF_CLIP_ACCEPTED, model_types=("clip",), label="CLIP")
+    check_clip_processor_files(folder, what, HF_CLIP_ACCEPTED)
+    return folder
+
+
+def check_clip_processor_files(folder: Path, what: str, accepted: str) -> None:
+    """A CLIP tokenizer and image processor in `folder`: transformers 5 builds a 2-token CLIPTokenizer from a folder
+    without tokenizer files, silently, and an image processor error would not name the folder."""
+    if not ((folder / "tokenizer.json").is_file() or all((folder / f).is_file() for f in ("vocab.json", "merges.txt"))):
+        raise BadInputError(f"{what}: {folder} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt); "
+                            f"accepted: {accepted}")
+    # transformers 5 saves the image processor inside processor_config.json; earlier versions on its own
+    if not any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        raise BadInputError(f"{what}: {folder} has no preprocessor_config.json (the image processor); "
+                            f"accepted: {accepted}")
+
+
 class HFClipBackbone:
     """transformers CLIPModel; projections applied by hand so transformers 4 and 5 give the same features."""
 
     def __init__(self, source: str, device: str, dtype, name: str = "clip"):
+        from safetensors import SafetensorError
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         silence_library_progress()
-        local = Path(source).expanduser().is_dir()
+        local = local_clip_folder(source, f"metric {name}") is not None
         try:
             self.model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=local or is_offline())
             self.processor = CLIPImageProcessor.from_pretrained(source, local_files_only=local or is_offline())
             self.tokenizer = CLIPTokenizer.from_pretrained(source, local_files_only=local or is_offline())
-        except OSError as exc:
+        except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if local or not isinstance(exc, OSError):  # the files are here but do not load: say why
+                raise BadInputError(f"metric {name}: {source} is not a loadable CLIP model ({type(exc).__name__}: "
+                                    f"{detail}); accepted: {HF_CLIP_ACCEPTED}") from exc
             raise MissingWeightsError(f"CLIP weights {source} are not on this machine"
                                       + (" and HF_HUB_OFFLINE is set" if is_offline() else "")
                                       + f"; fetch them with `rpo-bench download {name}`") from exc
@@ -68,6 +106,10 @@ class HFClipBackbone:
         return sum(len(ids) > limit for ids in self.tokenizer(list(prompts))["input_ids"])
 
 
+OPEN_CLIP_ACCEPTED = ("clip:open_clip:ARCH/PRETRAINED, e.g. clip:open_clip:ViT-B-32/laion2b_s34b_b79k or "
+                      "clip:open_clip:ViT-B-32/path/to/weights")
+
+
 def open_clip_identity(source: str) -> str:
     """`ARCH/PRETRAINED` where PRETRAINED is an open_clip tag or a checkpoint file (identified by its hash).
 
@@ -75,14 +117,40 @@ def open_clip_identity(source: str) -> str:
     """
     arch, _, pretrained = source.partition("/")
     if not arch or not pretrained:
-        raise BadInputError(f"clip:open_clip:{source}: accepted: clip:open_clip:ARCH/PRETRAINED, e.g. "
-                            "clip:open_clip:ViT-B-32/laion2b_s34b_b79k or clip:open_clip:ViT-B-32/path/to/weights")
-    checkpoint = Path(pretrained).expanduser()
-    if checkpoint.is_file():
+        raise BadInputError(f"clip:open_clip:{source}: accepted: {OPEN_CLIP_ACCEPTED}")
+    checkpoint = check_open_clip_source(arch, pretrained, f"clip:open_clip:{source}")
+    if checkpoint is not None:
         from rpo_bench.models.fingerprint import sha256_file
 
         return f"open_clip:{arch}/{checkpoint.name}@{sha256_file(checkpoint)[:12]}"
     return f"open_clip:{source}"
+
+
+def check_open_clip_source(arch: str, pretrained: str, what: str) -> Path | None:
+    """The checkpoint file PRETRAINED names (None for a tag); refuses an unknown architecture, an unknown tag and a
+    path that is not a file. open_clip reports all three as RuntimeError, which reads like missing weights."""
+    import difflib
+
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see open_clip.list_models()"
+        raise BadInputError(f"{what}: unknown open_clip architecture {arch!r}; {hint}")
+    checkpoint = Path(pretrained).expanduser()
+    if checkpoint.is_file():
+        return checkpoint
+    if checkpoint.exists():
+        raise BadInputError(f"{what}: {checkpoint} is a directory; accepted: an open_clip checkpoint file or a tag")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained not in tags:
+        looks_like_path = "/" in pretrained or pretrained.startswith((".", "~")) or checkpoint.suffix in (
+            ".pt", ".pth", ".bin", ".safetensors")
+        state = (f"{checkpoint} does not exist" if looks_like_path
+                 else f"{pretrained!r} is not a pretrained tag of {arch}")
+        raise BadInputError(f"{what}: {state}; accepted: a checkpoint file or one of {', '.join(tags[:6])}"
+                            + (", ..." if len(tags) > 6 else ""))
+    return None
 
 
 class OpenClipBackbone:
@@ -90,10 +158,16 @@ class OpenClipBackbone:
         import open_clip
 
         arch, _, pretrained = source.partition("/")
+        what = f"clip:open_clip:{source}"
+        checkpoint = check_open_clip_source(arch, pretrained, what) if pretrained else None
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
-        except (RuntimeError, OSError) as exc:
-            raise MissingWeightsError(f"open_clip weights {source} are not on this machine: {exc}") from exc
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+            # open_clip's failures by cause: a tag not downloaded, an unreadable file, another model's weights
+            if checkpoint is None:
+                raise MissingWeightsError(f"open_clip weights {source} are not on this machine: "
+                                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
+            raise _checkpoint_error(checkpoint, arch, what, exc) from exc
         self.model = model.to(device=device, dtype=dtype).eval()
         self.preprocess, self.tokenizer = preprocess, open_clip.get_tokenizer(arch)
         self.device, self.dtype = device, dtype
@@ -106,6 +180,20 @@ class OpenClipBackbone:
 
     def too_long(self, prompts: Sequence[str]) -> int:
         return 0  # open_clip's tokenizer truncates silently to its context length
+
+
+def _checkpoint_error(checkpoint: Path, arch: str, what: str, exc: Exception) -> BadInputError:
+    """Why a local open_clip checkpoint failed: unreadable or refused (read_state_dict says which), or the wrong
+    architecture's weights."""
+    from rpo_bench.metrics.checkpoints import read_state_dict
+
+    read_state_dict(checkpoint, what)  # raises the precise reason when the file itself is the problem
+    detail = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith(("size mismatch",
+                                                                                                "Missing key"))),
+                  str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    return BadInputError(f"{what}: {checkpoint} does not fit open_clip {arch} ({detail}); "
+                         f"accepted: a checkpoint of {arch}")
 
 
 class ClipScore(Metric):
@@ -130,7 +218,7 @@ class ClipScore(Metric):
             source = self.backbone_source()
             if source.startswith("open_clip:"):
                 self._identity = open_clip_identity(source.removeprefix("open_clip:"))
-            elif Path(source).expanduser().is_dir():
+            elif local_clip_folder(source, f"metric {self.key}") is not None:
                 from rpo_bench.models.fingerprint import folder_fingerprint
 
                 self._identity = f"{Path(source).name}@{folder_fingerprint(Path(source))[:12]}"
@@ -175,13 +263,11 @@ class TinyClipScore(ClipScore):
     name = "tiny-clip"
 
     def backbone_source(self) -> str:
+        from rpo_bench.metrics import seed_argument
         from rpo_bench.models.loader import tiny_models_dir
         from rpo_bench.models.tiny import ensure_tiny_model
 
-        seed = self.arg or "0"
-        if not seed.isdigit():
-            raise BadInputError(f"tiny-clip:{seed}: the argument is the tiny CLIP's seed; accepted: an integer >= 0")
-        return str(ensure_tiny_model("tiny-clip", int(seed), tiny_models_dir()))
+        return str(ensure_tiny_model("tiny-clip", seed_argument(self.name, self.arg), tiny_models_dir()))
 
 
 class MicroClipScore(ClipScore):

@@ -10,13 +10,14 @@ different models and their numbers are not comparable; each is its own metric.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from rpo_bench.errors import BadInputError
+from rpo_bench.file_checks import read_json_object
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.metrics.checkpoints import check_keys, check_shapes, nested_state_dict, read_state_dict
 from rpo_bench.metrics.official import OfficialScorer
@@ -28,11 +29,15 @@ ARCH = "ViT-H-14"
 ARCH_CONFIG_FILE = "open_clip_config.json"  # beside a checkpoint of another size (the tiny variant)
 
 
-def open_clip_config(checkpoint: Path) -> dict:
+def open_clip_config(checkpoint: Path, what: str = "hpsv2") -> dict:
     """The architecture: ViT-H-14 from open_clip's registry, unless a config file sits beside the checkpoint."""
     beside = checkpoint.with_name(ARCH_CONFIG_FILE)
-    if beside.is_file():
-        return json.loads(beside.read_text(encoding="utf-8"))["model_cfg"]
+    if beside.exists():
+        accepted = "an open_clip model config: a JSON object with a model_cfg object (embed_dim, vision_cfg, text_cfg)"
+        config = read_json_object(beside, what, accepted).get("model_cfg")
+        if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("vision_cfg", "text_cfg")):
+            raise BadInputError(f"{what}: {beside} has no model_cfg with vision_cfg and text_cfg; accepted: {accepted}")
+        return config
     import open_clip
 
     return open_clip.get_model_config(ARCH)
@@ -55,8 +60,12 @@ class HPSv2Score(OfficialScorer):
         import open_clip
 
         path = self.weights_file(self.checkpoint_name)
-        config = open_clip_config(path)
-        model = open_clip.model.CLIP(**config)
+        config = open_clip_config(path, self.key)
+        try:
+            model = open_clip.model.CLIP(**config)
+        except (TypeError, ValueError, KeyError) as exc:  # a config beside the checkpoint with unknown or bad fields
+            raise BadInputError(f"{self.key}: {path.with_name(ARCH_CONFIG_FILE)} does not describe an open_clip model "
+                                f"({type(exc).__name__}: {exc}); accepted: open_clip's model_cfg fields") from exc
         state = nested_state_dict(read_state_dict(path, self.key), path, self.key, key="state_dict")
         state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DistributedDataParallel
         expected = model.state_dict()

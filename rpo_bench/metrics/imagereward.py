@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from rpo_bench.errors import BadInputError
+from rpo_bench.file_checks import read_json_object
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.metrics.blip_convert import (
-    read_med_config,
     split_checkpoint,
     text_config_from_med,
     vision_config_from_weights,
@@ -58,8 +59,6 @@ class ImageRewardScore(OfficialScorer):
     def local_source(self) -> Path | None:
         local = super().local_source()
         if local is not None and not local.is_dir():  # ImageReward needs two files: the argument is their folder
-            from rpo_bench.errors import BadInputError
-
             raise BadInputError(f"{self.key}: {local} is a file; accepted: {self.accepted_local}")
         return local
 
@@ -80,9 +79,14 @@ class ImageRewardScore(OfficialScorer):
         check_keys(vision_state.keys() & VIT_SIZING_KEYS, VIT_SIZING_KEYS, checkpoint_path, self.key, ACCEPTED)
 
         vision = BlipVisionModel(vision_config_from_weights(vision_state))
-        med = read_med_config(self.weights_file("med_config.json"))
-        text = BlipTextModel(text_config_from_med(med, vision.config.hidden_size),
-                             add_pooling_layer=False)
+        med_path = self.weights_file("med_config.json")
+        med_accepted = "BLIP's med_config.json (a BertConfig: vocab_size, hidden_size, num_hidden_layers, ...)"
+        med = read_json_object(med_path, self.key, med_accepted)
+        try:
+            text_config = text_config_from_med(med, vision.config.hidden_size)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInputError(f"{self.key}: {med_path} lacks or mistypes {exc}; accepted: {med_accepted}") from exc
+        text = BlipTextModel(text_config, add_pooling_layer=False)
         mlp = PreferenceMLP.sized_for(mlp_state)
         for module, part in ((vision, vision_state), (text, text_state), (mlp, mlp_state)):
             expected = module.state_dict()

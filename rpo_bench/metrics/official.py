@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -85,6 +86,9 @@ class OfficialScorer(Metric):
     def __init__(self, arg: str | None = None):
         super().__init__(arg)
         if arg and arg.startswith("@"):  # `hpsv2:@<commit>`: the official weights at a pinned Hub revision
+            if not re.fullmatch(r"[A-Za-z0-9._/-]+", arg[1:]):
+                raise BadInputError(f"{self.name}:{arg}: the revision after '@' is empty or not a commit, branch or "
+                                    f"tag name; accepted: {self.name}:@<commit hash>, e.g. {self.name}:@main")
             self.hub = dataclasses.replace(self.hub, revision=arg[1:])
         self._identity: str | None = None
         self._warned_truncation = False
@@ -114,9 +118,9 @@ class OfficialScorer(Metric):
         if local is None:
             return fetch_hub_file(self.name, files or self.hub, filename)
         candidate = local / filename if local.is_dir() else local
-        if local.is_dir() and not candidate.is_file():
+        if local.is_dir() and not candidate.exists():
             raise BadInputError(f"{self.key}: {local} has no {filename}; accepted: {self.accepted_local}")
-        return candidate
+        return candidate  # present but a directory, empty or corrupt: the reader of that format says which
 
     @property
     def version(self) -> str:

@@ -13,8 +13,10 @@ import torch
 from PIL import Image
 
 from rpo_bench.errors import BadInputError
+from rpo_bench.file_checks import check_transformers_folder
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.metrics.checkpoints import check_keys
+from rpo_bench.metrics.clip_score import check_clip_processor_files
 from rpo_bench.metrics.official import OfficialScorer, fetch_hub_file, transformers_errors_only
 from rpo_bench.metrics.preprocess import pil_clip_image_processor, to_rgb_dropping_alpha
 
@@ -45,22 +47,23 @@ class PickScore(OfficialScorer):
     def _folders(self) -> tuple[Path, Path]:
         """(model folder, processor folder); a local folder serves as both when it has a processor."""
         local = self.local_source()
-        if local is not None:
-            if not (local / "config.json").is_file():
-                raise BadInputError(f"{self.key}: {local} has no config.json; accepted: {self.accepted_local}")
-            if (local / "preprocessor_config.json").is_file():
-                return local, local
-            model_folder = local
+        model_folder = local if local is not None else self._hub_folder(self.hub, MODEL_FILES)
+        # a local folder or a Hub cache entry alike: a truncated download is named here, not by safetensors
+        check_transformers_folder(model_folder, self.key, self.accepted_local, model_types=("clip",), label="CLIP")
+        if local is not None and (local / "preprocessor_config.json").is_file():
+            processor_folder = local
         else:
-            model_folder = self._hub_folder(self.hub, MODEL_FILES)
-        return model_folder, self._hub_folder(self.processor_hub, ("preprocessor_config.json", "tokenizer.json",
-                                                                    "tokenizer_config.json"))
+            processor_folder = self._hub_folder(self.processor_hub, ("preprocessor_config.json", "tokenizer.json",
+                                                                     "tokenizer_config.json"))
+        check_clip_processor_files(processor_folder, self.key, self.accepted_local)
+        return model_folder, processor_folder
 
     def _hub_folder(self, files: HubFiles, needed: Sequence[str]) -> Path:
         paths = [fetch_hub_file(self.name, files, filename) for filename in needed]
         return paths[0].parent
 
     def build(self) -> None:
+        from safetensors import SafetensorError
         from transformers import CLIPModel, CLIPTokenizer
 
         from rpo_bench.progress import silence_library_progress
@@ -70,9 +73,10 @@ class PickScore(OfficialScorer):
         try:
             with transformers_errors_only():  # its load report would be a table; ours is one line
                 model, info = CLIPModel.from_pretrained(str(model_folder), dtype=self.dtype, output_loading_info=True)
-        except (OSError, RuntimeError, ValueError) as exc:  # unreadable file, shapes that do not fit the config
-            raise BadInputError(f"{self.key}: {model_folder} is not a loadable CLIPModel ({type(exc).__name__}); "
-                                f"accepted: {self.accepted_local}") from exc
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # shapes that do not fit the config
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(f"{self.key}: {model_folder} is not a loadable CLIPModel ({type(exc).__name__}: "
+                                f"{detail}); accepted: {self.accepted_local}") from exc
         # transformers fills missing weights with random ones and ignores unexpected ones: refuse both. Checkpoints
         # saved by transformers < 4.31 (PickScore_v1 among them) also hold `position_ids` buffers, rebuilt today.
         unexpected = {k for k in info["unexpected_keys"] if not k.endswith("position_ids")}

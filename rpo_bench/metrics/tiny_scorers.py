@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.metrics import seed_argument
 from rpo_bench.metrics.aesthetic import CLIP_SUBFOLDER, HEAD_FILE, AestheticScore
 from rpo_bench.metrics.blip_convert import HEAD_WIDTH, text_config_from_med
 from rpo_bench.metrics.hps import ARCH_CONFIG_FILE, HPS_FILES, HPSv2Score
@@ -167,21 +167,18 @@ def ensure_tiny_scorer(kind: str, seed: int) -> Path:
     return path
 
 
-def _seed(metric_key: str, arg: str | None) -> int:
-    seed = arg or "0"
-    if not seed.isdigit():
-        raise BadInputError(f"{metric_key}: the argument is the tiny scorer's seed; accepted: an integer >= 0")
-    return int(seed)
-
-
 class _Tiny:
     """Mixin: weights come from the tiny build for the seed in the argument, never from the Hub."""
 
     name: str
     arg: str | None
 
+    def __init__(self, arg: str | None = None):
+        seed_argument(self.name, arg)  # refused when the metric is named, before any command starts work
+        super().__init__(arg)
+
     def local_source(self) -> Path:
-        folder = ensure_tiny_scorer(self.name, _seed(self.name, self.arg))
+        folder = ensure_tiny_scorer(self.name, seed_argument(self.name, self.arg))
         return folder / HPS_FILES["v2.0"] if self.name == "tiny-hpsv2" else folder
 
     def hub_files(self) -> list:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from rpo_bench.errors import BadInputError
 from rpo_bench.models.fingerprint import sha256_file
 from rpo_bench.progress import silence_library_progress
 
@@ -37,10 +38,17 @@ def _compact_tokenizer(folder: Path) -> None:
     write_clip_tokenizer_files(folder)
 
 
-def _stage(out: Path, name: str, report: dict, build) -> None:
+def _write_report(path: Path, report: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _stage(out: Path, name: str, report: dict, build, settings: dict) -> bool:
+    """Build one stage unless present; True when it ran. Its report keeps the settings it ran with."""
     final = out / name
     if final.exists():
-        return
+        return False
     tmp = out / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -48,13 +56,30 @@ def _stage(out: Path, name: str, report: dict, build) -> None:
     began = time.perf_counter()
     report[name] = build(tmp)
     report[name]["wall_seconds"] = round(time.perf_counter() - began, 1)
+    report[name]["settings"] = settings
     _replace_dir(tmp, final)
-    (out / "build.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    _write_report(out / "build.json", report)
+    return True
+
+
+def _check_build_settings(out: Path, *, seed: int, threads: int, **steps: int) -> None:
+    """Refuse, before any stage starts, what would otherwise fail deep inside numpy or torch."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BadInputError(f"--out {out} is a file; accepted: a folder (created if missing)")
+    if not 0 <= seed < 2**32:
+        raise BadInputError(f"--seed {seed}; accepted: an integer from 0 to {2**32 - 1}")
+    if threads < 1:
+        raise BadInputError(f"--threads {threads}; accepted: an integer >= 1")
+    for name, value in steps.items():
+        if value < 1:
+            raise BadInputError(f"--{name.replace('_', '-')} {value}; accepted: an integer >= 1")
 
 
 def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_steps: int = 800,
                 unet_steps: int = 1200, unet_pool: int = 40000, judge_steps: int = 3000, threads: int = 1,
                 show_progress: bool = True) -> dict:
+    _check_build_settings(out, seed=seed, threads=threads, clip_steps=clip_steps, vae_steps=vae_steps,
+                          unet_steps=unet_steps, unet_pool=unet_pool, judge_steps=judge_steps)
     from transformers import CLIPModel
 
     from rpo_bench.micro.clip_train import train_micro_clip
@@ -69,8 +94,12 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "build.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    # build.json is written only when a stage runs: a rebuild that skips every stage must not claim settings
+    # that no stage used.
+    previous_settings = report.get("settings")
     report["settings"] = dict(seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
                               unet_pool=unet_pool, judge_steps=judge_steps, torch_threads=torch.get_num_threads())
+    ran = False
     if not (out / "judge.safetensors").is_file():  # the judge writes its own two files atomically
         from rpo_bench.micro.judge import train_judge
 
@@ -78,7 +107,9 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
         judge = train_judge(seed=seed, steps=judge_steps, out_dir=out, progress=show_progress, threads=threads,
                             eval_size=200 if judge_steps < 100 else 2000)
         report["judge"] = {"wall_seconds": round(time.perf_counter() - began, 1),
-                           "held_out_accuracy_clean": judge["accuracy"]["clean"]}
+                           "held_out_accuracy_clean": judge["accuracy"]["clean"],
+                           "settings": dict(seed=seed, judge_steps=judge_steps, torch_threads=threads)}
+        ran = True
 
     def clip_stage(tmp: Path) -> dict:
         result = train_micro_clip(tmp, seed=seed, steps=clip_steps, show_progress=show_progress)
@@ -86,7 +117,7 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
         _compact_tokenizer(tmp)
         return result
 
-    _stage(out, "micro-clip", report, clip_stage)
+    ran |= _stage(out, "micro-clip", report, clip_stage, dict(seed=seed, clip_steps=clip_steps))
 
     def base_stage(tmp: Path) -> dict:
         from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -113,7 +144,13 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
         _compact_tokenizer(tmp / "tokenizer")
         return {"vae": vae_report, "unet": unet_report}
 
-    _stage(out, "micro-base", report, base_stage)
+    ran |= _stage(out, "micro-base", report, base_stage,
+                  dict(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, unet_pool=unet_pool))
     report["sha256"] = {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*.safetensors"))}
-    report_path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    if ran:
+        _write_report(report_path, report)
+    elif previous_settings is not None:
+        report["settings"] = previous_settings  # nothing ran: the settings the files were built with
+    else:
+        report.pop("settings")
     return report

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from rpo_bench.config import home_dir, is_offline
-from rpo_bench.errors import MissingWeightsError
+from rpo_bench.errors import BadInputError, MissingWeightsError
 
 _HASH_CACHE_FILE = "file-hashes.json"
 
@@ -25,33 +25,66 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _memoised_hashes(paths: list[Path]) -> list[str]:
+def _memoised_hashes(paths: list[Path], owner: Path) -> list[str]:
     """sha256 of each file, memoised by path, size and mtime: an SD checkpoint folder or a scorer checkpoint is
-    several GB, and hashing it on every evaluate would cost seconds."""
+    several GB, and hashing it on every evaluate would cost seconds. `owner` (the folder or file being
+    fingerprinted) is named when a file cannot be read."""
     memo_path = home_dir() / _HASH_CACHE_FILE
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         memo = {}
+    if not isinstance(memo, dict):  # a memo damaged by hand or by another tool: start over, it is only a cache
+        memo = {}
     hashes, changed = [], False
     for path in paths:
-        stat = path.stat()
-        memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-        if memo_key not in memo:
-            memo[memo_key] = sha256_file(path)
-            changed = True
+        try:
+            stat = path.stat()
+            memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+            if not isinstance(memo.get(memo_key), str):
+                memo[memo_key] = sha256_file(path)
+                changed = True
+        except OSError as exc:
+            raise _unreadable(owner, path, exc) from exc
         hashes.append(memo[memo_key])
     if changed:
         _write_json_atomic(memo_path, memo)
     return hashes
 
 
+def _unreadable(owner: Path, path: Path, exc: OSError) -> BadInputError:
+    if isinstance(exc, FileNotFoundError):
+        reason = "disappeared while it was being read (is something writing into that folder?)"
+    else:
+        reason = f"cannot be read ({exc.strerror or type(exc).__name__})"
+    where = "" if path == owner else f" in {owner}"
+    return BadInputError(f"{path}{where} {reason}; its weights are fingerprinted to key cached images and scores, "
+                         "so every file must be readable")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Every file under `folder` except dot-files, following file symlinks (a Hub cache snapshot is made of them)
+    but not directory symlinks (a link to a parent would never end). A directory that cannot be listed is an
+    error: skipping it would give its contents no say in the fingerprint."""
+
+    def refuse(exc: OSError) -> None:
+        raise _unreadable(folder, Path(exc.filename or folder), exc)
+
+    files = []
+    for root, _dirs, names in os.walk(folder, onerror=refuse):
+        files += [Path(root) / name for name in names if not name.startswith(".") and (Path(root) / name).is_file()]
+    return sorted(files)
+
+
 def folder_fingerprint(folder: Path) -> str:
     """sha256 over (relative path, file sha256) of all files of a folder."""
     folder = folder.expanduser().resolve()
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not folder.is_dir():
+        raise BadInputError(f"{folder} is not a folder ({'a file' if folder.is_file() else 'it does not exist'}); "
+                            "accepted: a model folder")
+    paths = _folder_files(folder)
     digest = hashlib.sha256()
-    for path, file_hash in zip(paths, _memoised_hashes(paths), strict=True):
+    for path, file_hash in zip(paths, _memoised_hashes(paths, folder), strict=True):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash}\n".encode())
     return digest.hexdigest()
 
@@ -102,4 +135,8 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, nam
 
 def file_fingerprint(path: Path) -> str:
     """sha256 of one file (a scorer checkpoint of several GB), memoised like `folder_fingerprint`'s."""
-    return _memoised_hashes([path.expanduser().resolve()])[0]
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        state = "a directory" if path.is_dir() else "not a regular file" if path.exists() else "it does not exist"
+        raise BadInputError(f"{path} is not a file ({state}); accepted: a checkpoint file")
+    return _memoised_hashes([path], path)[0]

@@ -6,14 +6,17 @@ Tiny models, user folders and hub checkpoints all go through `load_pipeline`; th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rpo_bench.config import home_dir, is_offline
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.models.fingerprint import folder_fingerprint, resolve_hub_commit, sha256_file
+from rpo_bench.models.model_files import check_lora_fits, check_model_files, check_unet_fits, lora_file
 from rpo_bench.models.spec import ModelSpec
 from rpo_bench.progress import silence_library_progress
 
@@ -48,7 +51,10 @@ def _component_identity(repo: str, revision: str, subfolder: str | None, probe: 
 
 
 def model_identity(spec: ModelSpec) -> dict[str, Any]:
-    """What the weights are, independent of the registry name (renaming a model keeps its cached images)."""
+    """What the weights are, independent of the registry name (renaming a model keeps its cached images).
+
+    Local files are checked first: a broken folder is refused here, before a run spends time on anything else."""
+    check_model_files(spec)
     base = base_location(spec)
     identity: dict[str, Any] = {"family": spec.family,
                                 "base": _component_identity(base, spec.revision, None, "model_index.json", spec.name,
@@ -60,11 +66,11 @@ def model_identity(spec: ModelSpec) -> dict[str, Any]:
         identity["vae"] = _component_identity(spec.vae_repo, spec.vae_revision, spec.vae_subfolder,
                                               "config.json", f"{spec.name} VAE", spec.name)
     if spec.lora_repo:
-        weight_name = spec.lora_weight_name or "pytorch_lora_weights.safetensors"
-        lora_file = Path(spec.lora_repo).expanduser() / weight_name
-        if lora_file.is_file():  # only the weights file: a training folder also holds changing checkpoints
-            identity["lora"] = {"file_sha256": sha256_file(lora_file)}
+        weights = lora_file(spec)
+        if weights is not None:  # only the weights file: a training folder also holds changing checkpoints
+            identity["lora"] = {"file_sha256": sha256_file(weights)}
         else:
+            weight_name = spec.lora_weight_name or "pytorch_lora_weights.safetensors"
             identity["lora"] = _component_identity(spec.lora_repo, "main", None, weight_name, f"{spec.name} LoRA",
                                                    spec.name)
         identity["lora_scale"] = spec.lora_scale
@@ -105,10 +111,9 @@ def dtype_kwarg(dtype) -> dict[str, Any]:
 def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
     """Build the diffusers pipeline for `spec` on `device` in `dtype` (None: float32)."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     silence_library_progress()
+    check_model_files(spec)  # broken local files: one line naming the file, before diffusers reads them
     dtype = dtype or torch.float32
     location = base_location(spec)
     local = Path(location).is_dir()
@@ -120,7 +125,18 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     else:
         kwargs["add_watermarker"] = False  # the invisible watermark perturbs pixels that the scorers see
-    try:
+    pipe = _from_pretrained(spec, location, kwargs, dtype)
+    check_unet_fits(pipe, spec, location)  # hub checkpoints: their configs were not on disk before the load
+    if spec.lora_repo:
+        _load_lora(pipe, spec)
+    pipe.set_progress_bar_config(disable=True)  # rpo-bench draws its own progress bars
+    return pipe.to(device)
+
+
+def _from_pretrained(spec: ModelSpec, location: str, kwargs: dict[str, Any], dtype):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    with _load_errors(spec, location):
         if spec.unet_repo:
             kwargs["unet"] = UNet2DConditionModel.from_pretrained(
                 spec.unet_repo, subfolder=spec.unet_subfolder, revision=spec.unet_revision, **dtype_kwarg(dtype),
@@ -129,16 +145,50 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
             kwargs["vae"] = AutoencoderKL.from_pretrained(
                 spec.vae_repo, subfolder=spec.vae_subfolder, revision=spec.vae_revision, **dtype_kwarg(dtype),
                 local_files_only=kwargs["local_files_only"] or Path(spec.vae_repo).is_dir())
-        pipe = _pipeline_class(spec.family).from_pretrained(location, use_safetensors=True, **kwargs)
-        if spec.lora_repo:
-            pipe.load_lora_weights(spec.lora_repo, weight_name=spec.lora_weight_name, adapter_name="rpo_bench")
-            pipe.set_adapters(["rpo_bench"], adapter_weights=[spec.lora_scale])
+        return _pipeline_class(spec.family).from_pretrained(location, use_safetensors=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _load_errors(spec: ModelSpec, location: str) -> Iterator[None]:
+    """What escapes diffusers / transformers / safetensors while loading, as one line.
+
+    Local files were checked before, so what reaches here is mostly the Hub cache: absent files (offline) or a
+    cached file that is damaged."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from safetensors import SafetensorError
+
+    try:
+        yield
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
         raise _missing(spec, exc) from exc
     except OSError as exc:
         text = str(exc)  # diffusers words "not in the cache" differently per code path
         if any(hint in text.lower() for hint in ("offline", "connect", "no file named")) or "local_files_only" in text:
             raise _missing(spec, exc) from exc
-        raise
-    pipe.set_progress_bar_config(disable=True)  # rpo-bench draws its own progress bars
-    return pipe.to(device)
+        raise BadInputError(f"model {spec.name!r}: {_first_line(exc)}; accepted: {_accepted(spec)}") from exc
+    except (SafetensorError, ValueError) as exc:
+        raise BadInputError(f"model {spec.name!r}: {location} could not be loaded ({type(exc).__name__}: "
+                            f"{_first_line(exc)}); accepted: {_accepted(spec)}") from exc
+
+
+def _load_lora(pipe, spec: ModelSpec) -> None:
+    check_lora_fits(pipe.unet, spec)
+    try:
+        with _load_errors(spec, spec.lora_repo):
+            pipe.load_lora_weights(spec.lora_repo, weight_name=spec.lora_weight_name, adapter_name="rpo_bench")
+    except (RuntimeError, KeyError) as exc:  # formats check_lora_fits cannot read (kohya): diffusers' own report
+        raise BadInputError(f"model {spec.name!r}: LoRA {spec.lora_repo} does not fit the {spec.family} UNet "
+                            f"({_first_line(exc)}); accepted: a LoRA trained on this model's UNet") from exc
+    pipe.set_adapters(["rpo_bench"], adapter_weights=[spec.lora_scale])
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of a library error: the first, or for state-dict reports the first mismatch."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                  lines[0] if lines else type(exc).__name__)
+    return detail.rstrip(".")
+
+
+def _accepted(spec: ModelSpec) -> str:
+    return f"a complete, readable diffusers {spec.family} pipeline (safetensors weights)"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo_bench.errors import BadInputError
-from rpo_bench.registry import check_table_keys
+from rpo_bench.registry import INTEGER, STRING, check_table_keys, check_table_values, rules_from_dataclass
 
 FAMILIES = ("sd15", "sdxl")
 PACKAGE_PREFIX = "package:"  # a path relative to the rpo_bench package folder
@@ -80,9 +80,20 @@ class ModelSpec:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
 
 
+def _table_rules() -> dict:
+    # The seed names the tiny model's folder and seeds its weights: only a non-negative integer is both.
+    return rules_from_dataclass(ModelSpec, {
+        "seed": INTEGER.refine("an integer >= 0", lambda value: value >= 0),
+        "family": STRING.refine(f"one of {', '.join(FAMILIES)}", lambda value: value in FAMILIES),
+        "summary": STRING,
+    })
+
+
 def spec_from_table(name: str, table: Mapping[str, Any]) -> ModelSpec:
-    """A catalog or user-registry table -> ModelSpec; unknown keys are an error, not silently dropped."""
+    """A catalog or user-registry table -> ModelSpec; unknown keys and values of the wrong type are an error,
+    not silently dropped or carried into a path or a seed."""
     check_table_keys("model", name, table, {f.name for f in fields(ModelSpec)} - {"name"} | {"summary"})
+    check_table_values("models", name, table, _table_rules())
     values = {k: v for k, v in table.items() if k != "summary"}
     values.setdefault("description", str(table.get("summary", "")))
     return ModelSpec(name=name, **values)

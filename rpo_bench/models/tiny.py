@@ -16,7 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from rpo_bench.errors import UnknownNameError
+from rpo_bench.config import safe_child, writable_dir
+from rpo_bench.errors import BadInputError, UnknownNameError
 from rpo_bench.models.tokenizer import EOS_TOKEN, MODEL_MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
 
 # The noise schedule every SD1.x / SDXL checkpoint was trained with.
@@ -100,11 +101,20 @@ def _quiet_transformers_progress():
 
 
 def _save_atomically(path: Path, seed: int, marker: str, build: Callable[[], object]) -> Path:
-    """Build under a fixed seed, save into a sibling temp dir, rename into place; the first finisher wins."""
+    """Build under a fixed seed, save into a sibling temp dir, rename into place; the first finisher wins.
+
+    Also used by the tiny scorers, so every tiny build says in one line which folder it cannot write."""
+    path = Path(path)
+    writable_dir(path.parent, f"building the tiny model {path.name}")
+    try:
+        return _build_and_rename(path, seed, marker, build)
+    except OSError as exc:  # the folder was writable a moment ago: a full disk, a quota
+        raise BadInputError(f"cannot write the tiny model {path}: {exc.strerror or exc}") from exc
+
+
+def _build_and_rename(path: Path, seed: int, marker: str, build: Callable[[], object]) -> Path:
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; the renamed folder should read like any other cache entry
     try:
@@ -242,7 +252,9 @@ def ensure_tiny_model(kind: str, seed: int, root: Path) -> Path:
     """Return `root/<kind>-seed<seed>`, building it first if it is not there yet."""
     if kind not in TINY_BUILDERS:
         raise UnknownNameError(f"unknown tiny model {kind!r}; accepted: {', '.join(TINY_BUILDERS)}")
-    path = Path(root) / f"{kind}-seed{seed}"
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise BadInputError(f"tiny model {kind} seed {seed!r}: accepted: an integer >= 0")
+    path = safe_child(Path(root), f"{kind}-seed{seed}", what="tiny model")
     if not (path / _MARKERS[kind]).is_file():
         TINY_BUILDERS[kind](path, seed)
     return path

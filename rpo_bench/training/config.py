@@ -7,6 +7,7 @@ Precedence: preset < config file < command-line flags.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ OPTIMIZERS = ("adamw", "adafactor")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TIMESTEP_SHARING = ("pair", "batch")
 CONTRASTS = ("local", "global")
+DEVICES = ("auto", "cpu", "cuda")  # under a launcher, cuda means the launcher's GPU for each process
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call sites
@@ -121,7 +123,22 @@ def method_fields(method: str) -> set[str]:
     return {f.name for f in fields(CONFIG_CLASSES[method])}
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+FLAGS = "the command line"
+# diffusers' schedulers that need nothing but the warm-up and total step counts (piecewise_constant needs rules).
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+# Every field's type is its default's type: bool, int, float or str.
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+class SettingValues(dict):
+    """Settings read from one place; `source` (a file path, a preset) names that place in error messages."""
+
+    def __init__(self, values: Mapping[str, Any], source: str):
+        super().__init__(values)
+        self.source = source
+
+
+def read_config_file(path: Path) -> SettingValues:
     """TOML or YAML; a `[train]` table (TOML) or top-level keys."""
     if not path.is_file():
         raise BadInputError(f"config file {path} does not exist")
@@ -135,20 +152,50 @@ def read_config_file(path: Path) -> dict[str, Any]:
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise BadInputError(f"{path} is not valid YAML: {exc}") from exc
+            raise BadInputError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     elif path.suffix == ".json":
-        values = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"{path} is not valid JSON: {exc}") from exc
     else:
         raise BadInputError(f"config file {path}: suffix {path.suffix!r}; accepted: .toml, .yaml, .yml, .json")
     if not isinstance(values, Mapping):
         raise BadInputError(f"config file {path} must hold a table of settings")
-    return dict(values.get("train", values))
+    values = values.get("train", values)
+    if not isinstance(values, Mapping):
+        raise BadInputError(f"config file {path}: [train] must be a table of settings")
+    return SettingValues(values, str(path))
+
+
+def _where(name: str, value: Any, sources: Mapping[str, str]) -> str:
+    """How the user wrote a setting: `--lr 0.0` on the command line, `lr = 0.0 in c.toml` in a file."""
+    source = sources.get(name, FLAGS)
+    if source == FLAGS:
+        shown = repr(value) if isinstance(value, str) else str(value)
+        return f"--{name.replace('_', '-')} {shown}"
+    return f"{name} = {value!r} in {source}"
+
+
+def _checked_type(name: str, value: Any, sources: Mapping[str, str]) -> Any:
+    """The value with the field's type, or one line naming it: a file's `steps = "two"` or `pin_diagonal =
+    "false"` would otherwise reach the trainer as a truthy string. Integers are accepted for float fields."""
+    expected = type(field_default(name))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    hint = ""
+    if expected is float and isinstance(value, str) and str(sources.get(name, "")).endswith((".yaml", ".yml")):
+        hint = " (YAML reads 1e-4 as text: write 1.0e-4)"
+    raise BadInputError(f"{_where(name, value, sources)}: {type(value).__name__} given; accepted: "
+                        f"{_TYPE_NAMES[expected]}{hint}")
 
 
 def build_config(preset: str | None = None, file_values: Mapping[str, Any] | None = None,
                  overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Merge preset < file < overrides, pick the method's dataclass, and validate."""
-    values: dict[str, Any] = {}
+    layers: list[tuple[Mapping[str, Any], str]] = []
     if preset:
         if preset not in PRESETS:
             import difflib
@@ -156,70 +203,108 @@ def build_config(preset: str | None = None, file_values: Mapping[str, Any] | Non
             close = difflib.get_close_matches(preset, PRESETS, n=3)
             raise BadInputError(f"unknown preset {preset!r}; " + (f"did you mean {', '.join(close)}?" if close
                                 else f"known: {', '.join(PRESETS)}"))
-        values.update(PRESETS[preset])
-    values.update(file_values or {})
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        layers.append((PRESETS[preset], f"preset {preset}"))
+    if file_values:
+        layers.append((file_values, getattr(file_values, "source", "the config file")))
+    layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, FLAGS))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for layer, source in layers:
+        for key, value in layer.items():
+            values[key], sources[key] = value, source
+    unknown = sorted(set(values) - set(all_fields()))
+    if unknown:
+        where = sorted({sources[k] for k in unknown})
+        raise BadInputError(f"unknown training setting(s) {', '.join(map(str, unknown))} ({', '.join(where)}); "
+                            "rpo-bench train --help lists them")
+    values = {k: _checked_type(k, v, sources) for k, v in values.items()}
     method = values.get("method", "rpo")
     if method not in METHODS:
         raise BadInputError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
     values["method"] = method
     allowed = method_fields(method)
-    unknown = sorted(set(values) - set(all_fields()))
-    if unknown:
-        raise BadInputError(f"unknown training setting(s) {', '.join(unknown)}")
     misplaced = sorted(k for k in set(values) - allowed if k not in (PRESETS.get(preset or "", {})))
     if misplaced:
         raise BadInputError(f"setting(s) {', '.join(misplaced)} do not apply to method {method}")
     values = {k: v for k, v in values.items() if k in allowed}
     config = CONFIG_CLASSES[method](**values)
-    validate(config)
+    validate(config, sources)
     return config
 
 
-def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+def _require(ok: bool, name: str, value: Any, accepted: str, sources: Mapping[str, str]) -> None:
+    if not ok:
+        raise BadInputError(f"{_where(name, value, sources)}; accepted: {accepted}")
+
+
+def _choice(name: str, value: Any, accepted: tuple[str, ...], sources: Mapping[str, str] | None = None) -> None:
     if value not in accepted:
-        raise BadInputError(f"--{name.replace('_', '-')} {value!r}; accepted: {', '.join(accepted)}")
+        raise BadInputError(f"{_where(name, value, sources or {})}; accepted: {', '.join(accepted)}")
 
 
-def validate(config: TrainConfig) -> None:
-    """Every bad value gets one line naming it and what is accepted, before anything loads."""
-    for name in ("steps", "pairs_per_device", "grad_accum"):
-        if int(getattr(config, name)) < 1:
-            raise BadInputError(f"--{name.replace('_', '-')} {getattr(config, name)}; accepted: an integer >= 1")
+def _number_ranges(config: TrainConfig, sources: Mapping[str, str]) -> None:
+    """`not x > 0` rather than `x <= 0`: NaN fails every comparison, so it is refused too."""
+    c = config
+    for name in ("steps", "pairs_per_device", "grad_accum", "checkpoints_keep"):
+        _require(getattr(c, name) >= 1, name, getattr(c, name), "an integer >= 1", sources)
+    for name in ("data_limit", "warmup_steps", "checkpoint_every", "log_every"):
+        _require(getattr(c, name) >= 0, name, getattr(c, name), "an integer >= 0 (0: off)", sources)
+    _require(math.isfinite(c.lr) and c.lr > 0, "lr", c.lr, "a finite number > 0", sources)
+    _require(math.isfinite(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
+             "a finite number >= 0", sources)
+    # A negative clipping norm scales the gradient by a negative factor: silent gradient ascent.
+    _require(math.isfinite(c.max_grad_norm) and c.max_grad_norm >= 0, "max_grad_norm", c.max_grad_norm,
+             "a finite number > 0, or 0 for no clipping", sources)
+    _require(0 <= c.caption_dropout < 1, "caption_dropout", c.caption_dropout, "0 <= p < 1", sources)
+    _require(c.resolution >= 0 and c.resolution % 8 == 0, "resolution", c.resolution,
+             "0 (the model's native size) or a multiple of 8 pixels", sources)
+    _require(c.lora_rank >= 0, "lora_rank", c.lora_rank, "0 (full UNet) or a positive rank", sources)
+    _require(math.isfinite(c.lora_alpha) and c.lora_alpha >= 0, "lora_alpha", c.lora_alpha,
+             "a finite number >= 0 (0: equal to the rank)", sources)
+    if c.lora_rank > 0:
+        _require(any(t.strip() for t in c.lora_targets.split(",")), "lora_targets", c.lora_targets,
+                 "comma-separated UNet module names, e.g. to_q,to_k,to_v,to_out.0", sources)
+    if isinstance(c, DPOConfig):
+        _require(math.isfinite(c.beta) and c.beta > 0, "beta", c.beta, "a finite number > 0", sources)
+    if isinstance(c, RPOConfig):
+        _require(math.isfinite(c.tau) and c.tau > 0, "tau", c.tau, "a finite number > 0", sources)
+
+
+def validate(config: TrainConfig, sources: Mapping[str, str] | None = None) -> None:
+    """Every bad value gets one line naming it, where it came from and what is accepted, before anything loads."""
+    sources = sources or {}
     if not config.data:
         raise BadInputError("--data is required: a Hugging Face dataset id, a .jsonl / .parquet file or a folder")
     if not config.output:
         raise BadInputError("--output is required: the folder the trained weights go to")
-    if config.lr <= 0:
-        raise BadInputError(f"--lr {config.lr}; accepted: a number > 0")
-    if not 0 <= config.caption_dropout < 1:
-        raise BadInputError(f"--caption-dropout {config.caption_dropout}; accepted: 0 <= p < 1")
-    if config.lora_rank < 0:
-        raise BadInputError(f"--lora-rank {config.lora_rank}; accepted: 0 (full UNet) or a positive rank")
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION)
-    _choice("timestep_sharing", config.timestep_sharing, TIMESTEP_SHARING)
-    if isinstance(config, DPOConfig) and not config.beta > 0:
-        raise BadInputError(f"--beta {config.beta}; accepted: a number > 0")
+    _number_ranges(config, sources)
+    _choice("optimizer", config.optimizer, OPTIMIZERS, sources)
+    _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION, sources)
+    _choice("timestep_sharing", config.timestep_sharing, TIMESTEP_SHARING, sources)
+    _choice("lr_scheduler", config.lr_scheduler, LR_SCHEDULERS, sources)
+    _choice("device", config.device, DEVICES, sources)
     if isinstance(config, RPOConfig):
-        if not config.tau > 0:
-            raise BadInputError(f"--tau {config.tau}; accepted: a number > 0")
         from rpo_bench.training.losses import PLACEMENTS, WEIGHT_SCALES
 
-        _choice("embed_mode", config.embed_mode, ("text", "image", "joint"))
-        _choice("weight_scale", config.weight_scale, WEIGHT_SCALES)
-        _choice("placement", config.placement, PLACEMENTS)
-        _choice("contrast", config.contrast, CONTRASTS)
+        _choice("embed_mode", config.embed_mode, ("text", "image", "joint"), sources)
+        _choice("weight_scale", config.weight_scale, WEIGHT_SCALES, sources)
+        _choice("placement", config.placement, PLACEMENTS, sources)
+        _choice("contrast", config.contrast, CONTRASTS, sources)
 
 
 # Settings that may change between a run and its resumption without changing the result.
 # `steps` may grow only under a constant schedule: other schedules are functions of the total step count.
 RESUME_SAFE_FIELDS = {"output", "checkpoint_every", "checkpoints_keep", "log_every", "device", "name"}
+# The data is compared by its fingerprint (the trainer's resume check), not by its spelling: `pairs/`, `./pairs`
+# and `/home/me/pairs` are the same data, and a renamed copy of it is too.
+COMPARED_BY_FINGERPRINT = {"data"}
 
 
 def resume_mismatch(saved: Mapping[str, Any], current: TrainConfig) -> list[str]:
     now = current.to_dict()
-    safe = RESUME_SAFE_FIELDS | ({"steps"} if current.lr_scheduler.startswith("constant") else set())
+    safe = RESUME_SAFE_FIELDS | COMPARED_BY_FINGERPRINT
+    if current.lr_scheduler.startswith("constant"):
+        safe = safe | {"steps"}
     return [f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(saved) | set(now))
             if k not in safe and saved.get(k) != now.get(k)]
 

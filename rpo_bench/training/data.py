@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from rpo_bench.config import home_dir, is_offline
+from rpo_bench.config import home_dir, is_offline, safe_child
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.progress import progress_bar
 
@@ -126,9 +126,13 @@ def decodes(data: bytes) -> bool:
         return False
 
 
-def _open_rgb(data: bytes) -> Image.Image:
+def _open_rgb(data: bytes, name: str) -> Image.Image:
+    """16-bit and float images scaled as the scorers scale them (PIL's convert would clip them to white)."""
+    from rpo_bench.metrics.preprocess import to_eight_bit
+
     with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+        image.load()
+        return to_eight_bit(image, name).convert("RGB")
 
 
 # -- the loaded data ------------------------------------------------------------------------------------------
@@ -156,7 +160,8 @@ class PreferenceData:
 
     def __getitem__(self, index: int) -> PreferencePair:
         ref = self._pairs[index]
-        return PreferencePair(ref.sample_id, ref.caption, _open_rgb(ref.winner.read()), _open_rgb(ref.loser.read()))
+        return PreferencePair(ref.sample_id, ref.caption, _open_rgb(ref.winner.read(), f"{ref.sample_id} (winner)"),
+                              _open_rgb(ref.loser.read(), f"{ref.sample_id} (loser)"))
 
     def __iter__(self) -> Iterator[PreferencePair]:
         return (self[i] for i in range(len(self)))
@@ -293,16 +298,16 @@ def _hub_rows(dataset: Any, name: str, limit: int | None) -> Iterator[_Row]:
 
 
 # -- from rows to pairs: ties, missing and undecodable images, sample ids ----------------------------------
-def _inspect(item: tuple[_Row, ImageRef, ImageRef]) -> tuple[str | None, str | None]:
-    """(sample_id, None) for a usable pair, else (None, 'missing' | 'undecodable')."""
+def _inspect(item: tuple[_Row, ImageRef, ImageRef]) -> tuple[str | None, str | None, str]:
+    """(sample_id, None, '') for a usable pair, else (None, 'missing' | 'undecodable', which file or row)."""
     row, winner, loser = item
     try:
         winner_bytes, loser_bytes = winner.read(), loser.read()
-    except OSError:
-        return None, "missing"
+    except OSError as exc:
+        return None, "missing", f"{row.where} ({exc.filename or exc})"
     if not (decodes(winner_bytes) and decodes(loser_bytes)):
-        return None, "undecodable"
-    return pair_sample_id(row.caption, winner_bytes, loser_bytes), None
+        return None, "undecodable", row.where
+    return pair_sample_id(row.caption, winner_bytes, loser_bytes), None, ""
 
 
 def _build(rows: Iterable[_Row], source: str, show_progress: bool) -> PreferenceData:
@@ -319,25 +324,26 @@ def _build(rows: Iterable[_Row], source: str, show_progress: bool) -> Preference
     first_problem: dict[str, str] = {}
     workers = max(1, min(8, os.cpu_count() or 1))  # PIL and hashlib release the GIL
     with ThreadPoolExecutor(workers) as pool, progress_bar("check images", len(candidates), show_progress) as advance:
-        for (row, winner, loser), (sample_id, problem) in zip(candidates, pool.map(_inspect, candidates),
-                                                               strict=True):
+        for (row, winner, loser), (sample_id, problem, where) in zip(candidates, pool.map(_inspect, candidates),
+                                                                      strict=True):
             advance(1)
             if problem is not None:
                 stats[f"{problem}_skipped"] += 1
-                first_problem.setdefault(problem, row.where)
+                first_problem.setdefault(problem, where)
                 continue
             pairs.append(_PairRef(sample_id, row.caption, winner, loser))
     stats["kept"] = len(pairs)
+    if not pairs:  # one line that says why, rather than warnings followed by an error
+        first = "; ".join(f"first {kind}: {where}" for kind, where in first_problem.items())
+        raise BadInputError(f"{source}: no usable preference pairs ({stats['rows']} rows, "
+                            f"{stats['ties_dropped']} ties, {stats['undecodable_skipped']} undecodable, "
+                            f"{stats['missing_skipped']} missing images{'; ' + first if first else ''})")
     if stats["undecodable_skipped"]:
         log.warning("%s: skipped %d of %d pairs whose image does not decode (first: %s)", source,
                     stats["undecodable_skipped"], len(candidates), first_problem["undecodable"])
     if stats["missing_skipped"]:
         log.warning("%s: skipped %d of %d pairs whose image file is missing or unreadable (first: %s)", source,
                     stats["missing_skipped"], len(candidates), first_problem["missing"])
-    if not pairs:
-        raise BadInputError(f"{source}: no usable preference pairs ({stats['rows']} rows, "
-                            f"{stats['ties_dropped']} ties, {stats['undecodable_skipped']} undecodable, "
-                            f"{stats['missing_skipped']} missing images)")
     return PreferenceData(pairs, source, stats)
 
 
@@ -402,7 +408,7 @@ def _load_hub(dataset_id: str, split: str, limit: int | None, show_progress: boo
 
 def streamed_folder(dataset_id: str, split: str, limit: int | None) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "--", dataset_id)
-    return home_dir() / "preferences" / f"{safe}-{split}-{limit or 'all'}"
+    return safe_child(home_dir() / "preferences", f"{safe}-{split}-{limit or 'all'}", what="preference data split")
 
 
 def _load_hub_streamed(dataset_id: str, split: str, limit: int | None, show_progress: bool) -> PreferenceData:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rpo_bench.config import home_dir
+from rpo_bench.config import home_dir, writable_dir
 from rpo_bench.errors import BadInputError
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.clip_score import DEFAULT_BACKBONE, HFClipBackbone
@@ -87,20 +89,47 @@ def embedding_model_identity(name: str, dtype: torch.dtype = torch.float32) -> s
 class EmbeddingCache:
     def __init__(self, directory: Path):
         self.path = Path(directory).expanduser() / CACHE_FILE
+        writable_dir(self.path.parent, f"the RPO embedding cache {self.path}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             raise BadInputError(f"cannot write the embedding cache {self.path}: {exc}") from exc
+        try:
+            with self._guard():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(SCHEMA)
+                columns = [row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")]
+            if columns != ["model", "sample_id", "dim", "text", "image_w", "image_l", "created_at"]:
+                raise BadInputError(self._damaged(f"table embeddings has columns {', '.join(columns)}"))
+        except sqlite3.Error as exc:  # what _guard leaves: locked, read-only, cannot open
+            self._db.close()
+            raise BadInputError(f"cannot write the embedding cache {self.path}: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _damaged(self, reason: str) -> str:
+        # The cache holds nothing that cannot be recomputed from the preference data.
+        return (f"embedding cache {self.path} is damaged ({reason}); delete it (and any {CACHE_FILE}-wal / -shm "
+                "beside it) and rerun: it is rebuilt, recomputing the embeddings")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """"file is not a database" / "malformed" on any statement become the one line that says what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise BadInputError(self._damaged(str(exc))) from exc
 
     def existing(self, model: str, sample_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for chunk in _chunks(sample_ids):
-            rows = self._db.execute(f"SELECT sample_id FROM embeddings WHERE model = ? AND sample_id IN "
-                                    f"({','.join('?' * len(chunk))})", (model, *chunk))
-            found.update(row[0] for row in rows)
+            with self._guard():
+                rows = self._db.execute(f"SELECT sample_id FROM embeddings WHERE model = ? AND sample_id IN "
+                                        f"({','.join('?' * len(chunk))})", (model, *chunk))
+                found.update(row[0] for row in rows)
         return found
 
     def add(self, model: str, sample_ids: Sequence[str], text: torch.Tensor, image_w: torch.Tensor,
@@ -110,25 +139,62 @@ class EmbeddingCache:
         blobs = [_blob(t) for t in (text, image_w, image_l)]
         rows = [(model, sid, text.shape[1], blobs[0][i], blobs[1][i], blobs[2][i], now)
                 for i, sid in enumerate(sample_ids)]
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._guard():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # REPLACE: a row found damaged is overwritten by its recomputation
+                self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def read(self, model: str, sample_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        found = {}
+        """The intact rows of `sample_ids`. A row with a blob of the wrong length, a dimension unlike the other
+        rows of this model, or a non-finite value is deleted and left out, so the caller recomputes it."""
+        raw: dict[str, tuple[int, list[bytes]]] = {}
         for chunk in _chunks(sample_ids):
-            rows = self._db.execute(f"SELECT sample_id, text, image_w, image_l FROM embeddings WHERE model = ? "
-                                    f"AND sample_id IN ({','.join('?' * len(chunk))})", (model, *chunk))
-            for sample_id, *blobs in rows:
-                found[sample_id] = tuple(np.frombuffer(b, dtype=np.float32) for b in blobs)
+            with self._guard():
+                rows = self._db.execute(f"SELECT sample_id, dim, text, image_w, image_l FROM embeddings WHERE "
+                                        f"model = ? AND sample_id IN ({','.join('?' * len(chunk))})", (model, *chunk))
+                for sample_id, dim, *blobs in rows:
+                    raw[sample_id] = (dim, blobs)
+        if not raw:
+            return {}
+        usual_dim = Counter(dim for dim, _ in raw.values()).most_common(1)[0][0]
+        found, damaged = {}, []
+        for sample_id, (dim, blobs) in raw.items():
+            vectors = _decode(blobs, dim, usual_dim)
+            if vectors is None:
+                damaged.append(sample_id)
+            else:
+                found[sample_id] = vectors
+        if damaged:
+            log.warning("embedding cache %s: %d damaged row(s) (wrong length, dimension or non-finite values) "
+                        "removed; they are recomputed", self.path, len(damaged))
+            self.remove(model, damaged)
         return found
+
+    def remove(self, model: str, sample_ids: Sequence[str]) -> None:
+        for chunk in _chunks(sample_ids):
+            with self._guard():
+                self._db.execute(f"DELETE FROM embeddings WHERE model = ? AND sample_id IN "
+                                 f"({','.join('?' * len(chunk))})", (model, *chunk))
 
     def close(self) -> None:
         self._db.close()
+
+
+def _decode(blobs: list[bytes], dim: int, usual_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The three float32 vectors of one row, or None if the row cannot be what `add` wrote."""
+    if not isinstance(dim, int) or dim != usual_dim or dim < 1:
+        return None
+    if any(not isinstance(b, bytes) or len(b) != 4 * dim for b in blobs):
+        return None
+    vectors = tuple(np.frombuffer(b, dtype=np.float32) for b in blobs)
+    if not all(np.isfinite(v).all() for v in vectors):
+        return None
+    return vectors
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> list[list[str]]:
@@ -154,8 +220,8 @@ def compute_embeddings(data: PreferenceData, model: str = "tiny-clip", *, device
         first_index: dict[str, int] = {}  # a pair that occurs twice is embedded once
         for i, sample_id in enumerate(data.sample_ids):
             first_index.setdefault(sample_id, i)
-        done = cache.existing(identity, list(first_index))
-        todo = [i for sid, i in first_index.items() if sid not in done]
+        vectors = cache.read(identity, list(first_index))  # damaged rows are dropped here and recomputed below
+        todo = [i for sid, i in first_index.items() if sid not in vectors]
         if todo:
             backbone = HFClipBackbone(source, device, dtype)
             with progress_bar(f"embed {model}", len(todo), show_progress) as advance:
@@ -167,7 +233,11 @@ def compute_embeddings(data: PreferenceData, model: str = "tiny-clip", *, device
                               images[len(pairs):])
                     advance(len(pairs))
             del backbone
-        vectors = cache.read(identity, list(first_index))
+            vectors.update(cache.read(identity, [data.sample_ids[i] for i in todo]))
+        unusable = [sid for sid in first_index if sid not in vectors]
+        if unusable:  # freshly computed and still not finite: the model or dtype, not the cache
+            raise BadInputError(f"embedding model {model} ({identity}) gave non-finite features for "
+                                f"{len(unusable)} pair(s), e.g. {unusable[0]}; compute the embeddings in float32")
     finally:
         cache.close()
     log.info("embeddings %s: %d computed, %d from the cache %s", model, len(todo), len(first_index) - len(todo),

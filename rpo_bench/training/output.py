@@ -4,17 +4,43 @@ a model card, and optionally an entry in the user's model registry."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import user_registry_file
+from rpo_bench.config import user_registry_file, writable_dir
 from rpo_bench.errors import BadInputError
 from rpo_bench.training.losses import BETA_CONVENTION
 
 RECORD_FILE = "rpo_bench.json"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 RECORD_FORMAT = "rpo-bench-train/1"
+MODEL_CARD = "README.md"
+# The first line of every card we write; a README.md without it is the user's and is never overwritten.
+CARD_MARKER = "<!-- model card written by rpo-bench train; rewritten when the run is resumed -->"
+LEGACY_CARD_LINE = "Trained with rpo-bench: "  # cards written before the marker existed
+RUN_FILES = (RECORD_FILE, "checkpoints", "train_log.jsonl")
+log = logging.getLogger(__name__)
+
+
+def is_training_run(folder: Path) -> bool:
+    """A folder rpo-bench train wrote: its record, its checkpoints or its log."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def _is_our_card(path: Path) -> bool:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return text.startswith(CARD_MARKER) or f"\n{LEGACY_CARD_LINE}" in text
+
+
+def _card_path(output: Path) -> Path:
+    """README.md, unless a README.md that we did not write is there: then MODEL_CARD.md beside it."""
+    readme = output / MODEL_CARD
+    if readme.is_file() and not _is_our_card(readme):
+        log.warning("%s was not written by rpo-bench: left as it is; the model card goes to MODEL_CARD.md", readme)
+        return output / "MODEL_CARD.md"
+    return readme
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -54,8 +80,8 @@ def save_output(trainer, steps_done: int) -> None:
         "world_size": trainer.world,
     }
     _write_atomic(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
-    _write_atomic(output / "README.md", model_card(record))
-    if config.name:
+    _write_atomic(_card_path(output), model_card(record))
+    if config.name and not check_name_free(config.name, output):
         register_model(config.name, spec_table_for_output(output, record))
 
 
@@ -78,16 +104,31 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def register_model(name: str, table: dict[str, Any]) -> None:
-    """Add [models.NAME] to the user registry; an existing entry of that name is an error, not overwritten."""
+def check_name_free(name: str, output: Path | None = None) -> bool:
+    """`--name` must not be a model already: the trainer calls this before training, register_model again.
+    True when the name is already registered for this very output folder (a resumed run that registered it)."""
+    from rpo_bench.models.catalog import MODELS
     from rpo_bench.registry import read_toml
 
     path = user_registry_file()
-    existing = read_toml(path) if path.is_file() else {}
-    if name in existing.get("models", {}):
+    existing = read_toml(path).get("models", {}) if path.is_file() else {}
+    if name in existing:
+        entry = existing[name]
+        here = str(output.resolve()) if output is not None else None
+        if here is not None and isinstance(entry, dict) and here in (entry.get("lora_repo"), entry.get("unet_repo")):
+            return True
         raise BadInputError(f"--name {name!r} is already in {path}; remove it there or choose another name")
+    if name in MODELS:  # a built-in or plug-in model: a user entry of that name would shadow it everywhere
+        raise BadInputError(f"--name {name!r} is already a model (rpo-bench models lists them); choose another name")
+    return False
+
+
+def register_model(name: str, table: dict[str, Any]) -> None:
+    """Add [models.NAME] to the user registry; an existing entry of that name is an error, not overwritten."""
+    check_name_free(name)
+    path = user_registry_file()
     lines = [f"\n[models.{json.dumps(name)}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(path.parent, "the user registry")
     _write_atomic(path, (path.read_text(encoding="utf-8") if path.is_file() else "") + "\n".join(lines) + "\n")
     from rpo_bench.models.catalog import MODELS
 
@@ -102,7 +143,8 @@ def model_card(record: dict[str, Any]) -> str:
     weights = ("LoRA (`pytorch_lora_weights.safetensors`, load with `pipe.load_lora_weights(folder)`)"
                if record["kind"] == "lora" else "full UNet (`unet/`, load with "
                "`UNet2DConditionModel.from_pretrained(folder, subfolder='unet')`)")
-    return f"""# {method} fine-tune of {base.get('name')}
+    return f"""{CARD_MARKER}
+# {method} fine-tune of {base.get('name')}
 
 Trained with rpo-bench: {record['steps_done']} steps of {method} on `{record['data']['source']}`
 ({record['data'].get('kept', '?')} preference pairs, data fingerprint `{record['data']['fingerprint'][:16]}`).

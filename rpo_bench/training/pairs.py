@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import resolve_device, resolve_dtype
+from rpo_bench.config import resolve_device, resolve_dtype, writable_dir
 from rpo_bench.errors import BadInputError
 from rpo_bench.evaluate import EvaluateConfig, default_image_cache, evaluate
 from rpo_bench.image_cache import ImageCache
@@ -43,6 +44,18 @@ def _validate(k: int, mode: str, margin: float) -> None:
         raise BadInputError(f"pair mode {mode!r}; accepted: {', '.join(PAIR_MODES)}")
     if not isinstance(margin, int | float) or not math.isfinite(margin) or margin < 0:
         raise BadInputError(f"margin = {margin!r}: accepted: a number >= 0 (the minimum score gap of a pair)")
+
+
+def _check_names(model: str, prompts: str, metric: str, protocol: str | None, device: str, dtype: str,
+                 batch_size: int) -> None:
+    """Every name resolved before the output folder exists: a typo must not leave an empty folder behind."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BadInputError(f"--batch-size {batch_size!r}: accepted: an integer >= 1")
+    resolve_dtype(dtype, resolve_device(device))
+    spec = resolve_model(model)
+    PROTOCOLS.get(protocol or spec.protocol)
+    load_prompt_set(prompts)
+    make_metric(metric)  # an unloaded metric: the name and its argument, no weights
 
 
 def _scored_images(store: ResultsStore, model: str, protocol: str | None, device: str, dtype: str, metric_key: str,
@@ -107,7 +120,22 @@ def make_pairs(model: str, prompts: str, metric: str, out_dir: Path, *, k: int =
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"output {out_dir} is a file; give a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_names(model, prompts, metric, protocol, device, dtype, batch_size)
+    created = not out_dir.exists()
+    writable_dir(out_dir, "the preference pairs")
+    try:
+        return _make_pairs(model, prompts, metric, out_dir, k=k, mode=mode, margin=margin, protocol=protocol,
+                           device=device, dtype=dtype, batch_size=batch_size, store=store, image_cache=image_cache,
+                           label_noise=label_noise, show_progress=show_progress)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):  # nothing computed went in: leave no trace of the typo
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _make_pairs(model: str, prompts: str, metric: str, out_dir: Path, *, k: int, mode: str, margin: float,
+                protocol: str | None, device: str, dtype: str, batch_size: int, store: Path | None,
+                image_cache: Path | None, label_noise: float, show_progress: bool) -> dict[str, Any]:
     store_path = Path(store) if store is not None else out_dir / "generation.sqlite"
     cache_path = Path(image_cache) if image_cache is not None else default_image_cache()
     result = evaluate(EvaluateConfig(models=(model,), prompts=prompts, metrics=(metric,), seeds=tuple(range(k)),

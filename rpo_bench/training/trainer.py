@@ -7,28 +7,48 @@ from losses.py. All randomness is a function of (seed, step, pair position), so 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import shutil
+import signal
+import statistics
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rpo_bench.config import seed_everything
-from rpo_bench.errors import BadInputError
+from rpo_bench.errors import BadInputError, RpoBenchError
 from rpo_bench.training import losses
 from rpo_bench.training.batches import draw_randomness, global_batch_indices, image_to_tensor
+from rpo_bench.training.checkpoint import (
+    CHECKPOINTS,
+    STATE_FILE,
+    latest_checkpoint,
+    load_weights,
+    read_checkpoint,
+    read_state,
+    write_checkpoint,
+)
 from rpo_bench.training.config import DPOConfig, RPOConfig, TrainConfig, resume_mismatch
 from rpo_bench.training.diffusion import DiffusionParts, adapters_disabled, repeat_condition
 from rpo_bench.training.unet_setup import make_lr_scheduler, make_optimizer, prepare_unet
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
+LOG_FILE = "train_log.jsonl"
+__all__ = ["CHECKPOINTS", "STATE_FILE", "TrainResult", "Trainer", "TrainingDivergedError", "latest_checkpoint",
+           "train"]
+
+
+class TrainingDivergedError(RpoBenchError):
+    """The loss or gradient went non-finite: the run stops before that step touches the weights."""
 
 
 @dataclass
@@ -60,10 +80,61 @@ def _weight_dtype(accelerator) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
 
-def latest_checkpoint(output: Path) -> Path | None:
-    folder = output / CHECKPOINTS
-    found = [p for p in folder.glob("step-*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
-    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+class InterruptLatch:
+    """Holds Ctrl-C back while weights, optimizer and scheduler change together, so an interrupt never leaves a
+    half-applied step to be checkpointed; the loop raises it once the step is logged."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        # Only the main thread may set handlers, and a handler someone else installed (or SIG_IGN) stays theirs.
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+
+        def hold(signum, frame) -> None:
+            self.pending = True
+
+        signal.signal(signal.SIGINT, hold)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def raise_if_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+class SpikeWatch:
+    """One warning line when the loss or gradient norm jumps far above its recent median: an early sign of
+    divergence, while the run can still be stopped and restarted from a checkpoint with a lower --lr."""
+
+    window, warmup, factor = 50, 20, 10.0
+
+    def __init__(self) -> None:
+        self.recent = {key: deque(maxlen=self.window) for key in ("loss", "grad_norm")}
+        self.last_warned = {key: -self.window for key in self.recent}
+
+    def check(self, record: dict[str, float]) -> list[str]:
+        step, messages = int(record["step"]), []
+        for key, values in self.recent.items():
+            value = record.get(key)
+            if value is None or not math.isfinite(value):
+                continue
+            if len(values) >= self.warmup and step - self.last_warned[key] >= self.window:
+                median = statistics.median(values)
+                if median > 0 and value > self.factor * median:
+                    self.last_warned[key] = step
+                    messages.append(f"step {step}: {key} {value:.4g} is {value / median:.0f}x its median over the "
+                                    f"last {len(values)} steps ({median:.4g}); training may be diverging "
+                                    "(a lower --lr helps)")
+            values.append(value)
+        return messages
 
 
 class Trainer:
@@ -71,6 +142,13 @@ class Trainer:
         self.config, self.resume, self.show_progress = config, resume, show_progress
         self.output = Path(config.output).expanduser()
         self._check_output()
+        self._check_resume()
+        if config.name:  # before hours of training, not after
+            from rpo_bench.training.output import check_name_free
+
+            check_name_free(config.name, self.output)
+        self.steps_done = self._last_checkpoint = 0
+        self._interrupts = InterruptLatch()
         self.accelerator = _accelerator(config)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.is_rpo = isinstance(config, RPOConfig)
@@ -80,11 +158,33 @@ class Trainer:
                         "Use more pairs per device or --contrast global.")
 
     def _check_output(self) -> None:
+        from rpo_bench.training.output import RECORD_FILE, is_training_run
+
         if self.output.exists() and not self.output.is_dir():
             raise BadInputError(f"--output {self.output} is a file; give a folder")
-        if not self.resume and latest_checkpoint(self.output) is not None:
+        if not self.resume and (latest_checkpoint(self.output) is not None or (self.output / RECORD_FILE).is_file()):
             raise BadInputError(f"--output {self.output} already holds a run; pass --resume to continue it, "
                                 "or choose another folder")
+        if self.output.is_dir() and not is_training_run(self.output):
+            # A user's folder: training would write README.md, unet/ and rpo_bench.json over their files.
+            others = sorted(p.name for p in self.output.iterdir() if not p.name.startswith("."))
+            if others:
+                shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                raise BadInputError(f"--output {self.output} holds files that are not an rpo-bench run ({shown}); "
+                                    "choose a new or empty folder")
+
+    def _check_resume(self) -> None:
+        """What the checkpoint's JSON alone can refuse, refused before any model or data loads."""
+        folder = latest_checkpoint(self.output) if self.resume else None
+        if folder is None:
+            return
+        state = read_state(folder)
+        if state["step"] > self.config.steps:
+            raise BadInputError(f"checkpoint {folder} at step {state['step']} is past --steps {self.config.steps}; "
+                                f"pass --steps >= {state['step']}")
+        mismatch = resume_mismatch(state["config"], self.config)
+        if mismatch:
+            raise BadInputError(f"cannot resume {self.output}: it was made with another config ({'; '.join(mismatch)})")
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -121,8 +221,8 @@ class Trainer:
         optimizer = make_optimizer(parameters, config)
         self.lr_scheduler = make_lr_scheduler(optimizer, config)
         # The scheduler is not passed to prepare(): accelerate would step it once per process.
+        # Not register_for_checkpointing: checkpoints are our own pickle-free format (checkpoint.py).
         self.unet, self.optimizer = accelerator.prepare(unet, optimizer)
-        accelerator.register_for_checkpointing(self.lr_scheduler)
         self.parameters = parameters
 
     def embed_model(self) -> str:
@@ -217,13 +317,34 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
-        from rpo_bench.progress import progress_bar
-
         config, accelerator = self.config, self.accelerator
         self.setup()
         start = self._restore() if self.resume else 0
+        if start == 0:
+            self._truncate_log(0)  # lines of a run killed before its first checkpoint would repeat steps
+        self.steps_done = start
+        try:
+            history = self._loop(start)
+            if self._last_checkpoint != config.steps:
+                self._checkpoint(config.steps)
+        except KeyboardInterrupt:
+            self._save_on_interrupt()
+            raise
+        if accelerator.is_main_process:
+            from rpo_bench.training.output import save_output
+
+            save_output(self, config.steps)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return TrainResult(self.output, config.steps, start, history)
+
+    def _loop(self, start: int) -> list[dict[str, float]]:
+        from rpo_bench.progress import progress_bar
+
+        config = self.config
         history: list[dict[str, float]] = []
-        show = self.show_progress and accelerator.is_main_process
+        spikes = SpikeWatch()
+        show = self.show_progress and self.accelerator.is_main_process
         with progress_bar(f"train {config.method}", config.steps - start, show) as advance:
             for step in range(start, config.steps):
                 began = time.perf_counter()
@@ -232,17 +353,22 @@ class Trainer:
                               seconds=time.perf_counter() - began)
                 history.append(record)
                 self._log(record)
+                for message in spikes.check(record) if self.accelerator.is_main_process else []:
+                    log.warning(message)
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
                     self._checkpoint(step + 1)
                 advance(1)
-        self._checkpoint(config.steps)
-        if accelerator.is_main_process:
-            from rpo_bench.training.output import save_output
+                self._interrupts.raise_if_pending()
+        return history
 
-            save_output(self, config.steps)
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        return TrainResult(self.output, config.steps, start, history)
+    def _save_on_interrupt(self) -> None:
+        """Ctrl-C keeps every finished step: checkpoint the last completed one, then the CLI exits 130. Only the
+        main process writes, without a barrier: the other processes may already be gone."""
+        if self.steps_done <= self._last_checkpoint or not self.accelerator.is_main_process:
+            return
+        with self._interrupts.deferred():  # a second Ctrl-C must not cut the checkpoint in half
+            self._write_checkpoint(self.steps_done)
+        log.warning("interrupted: saved checkpoint step-%d in %s", self.steps_done, self.output / CHECKPOINTS)
 
     def _optimizer_step(self, step: int) -> dict[str, float]:
         config, accelerator = self.config, self.accelerator
@@ -262,15 +388,29 @@ class Trainer:
             for key, value in diagnostics.items():
                 sums[key] = sums.get(key, 0.0) + value / config.grad_accum
         grad_norm = accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm or math.inf)
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         global_values = self.is_rpo and config.contrast == "global"  # already computed over all processes
-        if self.world > 1 and not global_values:
+        if self.world > 1 and not global_values:  # before the check below, so every process decides alike
             sums = {k: float(accelerator.reduce(torch.tensor(v, device=accelerator.device), "mean"))
                     for k, v in sums.items()}
         sums["grad_norm"] = float(grad_norm)  # identical on every process after the all-reduce
+        self._check_finite(step + 1, sums)
+        with self._interrupts.deferred():
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.steps_done = step + 1
         return sums
+
+    def _check_finite(self, step: int, sums: dict[str, float]) -> None:
+        """Stop before a non-finite loss or gradient reaches the weights; the last checkpoint stays the last good
+        state. Under fp16 an infinite gradient norm is the grad scaler's business: it skips that step itself."""
+        loss, norm = sums["loss"], sums["grad_norm"]
+        if math.isfinite(loss) and (math.isfinite(norm) or self.accelerator.scaler is not None):
+            return
+        kept = latest_checkpoint(self.output)
+        raise TrainingDivergedError(
+            f"training diverged at step {step}: loss {loss:.4g}, gradient norm {norm:.4g}; stopped before applying "
+            f"it, no final weights written, last checkpoint: {kept or 'none'}; lower --lr (now {self.config.lr:g})")
 
     def _log(self, record: dict[str, float]) -> None:
         accelerator = self.accelerator
@@ -278,7 +418,7 @@ class Trainer:
         if not accelerator.is_main_process:
             return
         self.output.mkdir(parents=True, exist_ok=True)
-        with open(self.output / "train_log.jsonl", "a", encoding="utf-8") as handle:
+        with open(self.output / LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.config.log_every and int(record["step"]) % self.config.log_every == 0 and self.show_progress:
             from rpo_bench.training.output import format_diagnostics
@@ -288,41 +428,61 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------------------
     def _checkpoint(self, steps_done: int) -> None:
         accelerator = self.accelerator
-        final = self.output / CHECKPOINTS / f"step-{steps_done}"
-        tmp = self.output / CHECKPOINTS / f".step-{steps_done}.tmp"
-        if accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"step": steps_done, "config": self.config.to_dict(), "data": self.data.fingerprint}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            kept = sorted((p for p in final.parent.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))
-            for old in kept[:-max(1, self.config.checkpoints_keep)]:
-                shutil.rmtree(old, ignore_errors=True)
+            self._write_checkpoint(steps_done)
+        self._last_checkpoint = steps_done
         accelerator.wait_for_everyone()
 
+    def _write_checkpoint(self, steps_done: int) -> None:
+        """Under DDP the processes hold identical weights and optimizer states: the main process's are the run's."""
+        unet = self.accelerator.unwrap_model(self.unet)
+        scaler = self.accelerator.scaler
+        state: dict[str, Any] = {"step": steps_done, "config": self.config.to_dict(), "data": self.data.fingerprint,
+                                 "lr_scheduler": self.lr_scheduler.state_dict(),
+                                 "grad_scaler": scaler.state_dict() if scaler is not None else None}
+        weights = {name: p for name, p in unet.named_parameters() if p.requires_grad}
+        write_checkpoint(self.output / CHECKPOINTS / f"step-{steps_done}", state, weights,
+                         self.optimizer.state_dict(), self.config.checkpoints_keep)
+        self._last_checkpoint = steps_done
+
     def _restore(self) -> int:
-        checkpoint = latest_checkpoint(self.output)
-        if checkpoint is None:
+        folder = latest_checkpoint(self.output)
+        if folder is None:
             return 0  # nothing to resume: start from scratch (an interrupted run before its first checkpoint)
-        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-        mismatch = resume_mismatch(state["config"], self.config)
-        if mismatch:
-            raise BadInputError(f"cannot resume {self.output}: it was made with another config ({'; '.join(mismatch)})")
-        if state.get("data") != self.data.fingerprint:
+        checkpoint = read_checkpoint(folder)  # __init__ checked its step and config
+        if checkpoint.state.get("data") != self.data.fingerprint:
             raise BadInputError(f"cannot resume {self.output}: the preference data changed since it was made")
-        self.accelerator.load_state(str(checkpoint))
-        log_file = self.output / "train_log.jsonl"
-        if self.accelerator.is_main_process and log_file.is_file():  # drop log lines of the replayed steps
-            lines = [line for line in log_file.read_text(encoding="utf-8").splitlines()
-                     if line and json.loads(line)["step"] <= state["step"]]
-            log_file.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        return int(state["step"])
+        load_weights(self.accelerator.unwrap_model(self.unet), checkpoint.weights, folder)
+        try:
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.lr_scheduler.load_state_dict(checkpoint.state["lr_scheduler"])
+            if self.accelerator.scaler is not None and checkpoint.state.get("grad_scaler"):
+                self.accelerator.scaler.load_state_dict(checkpoint.state["grad_scaler"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BadInputError(f"checkpoint {folder} does not fit this run's optimizer or schedule "
+                                f"({type(exc).__name__}: {exc})") from exc
+        self._truncate_log(checkpoint.step)
+        self._last_checkpoint = checkpoint.step
+        return checkpoint.step
+
+    def _truncate_log(self, steps_done: int) -> None:
+        """Drop log lines of steps after `steps_done`: they are replayed."""
+        log_file = self.output / LOG_FILE
+        if not self.accelerator.is_main_process or not log_file.is_file():
+            return
+        lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if _logged_step(line) <= steps_done]
+        tmp = log_file.with_name(f".{LOG_FILE}.{os.getpid()}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, log_file)
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line cut short by a kill mid-write counts as a replayed step (dropped)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return math.inf
+    return record.get("step", math.inf) if isinstance(record, dict) else math.inf
 
 
 def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:

@@ -12,11 +12,35 @@ import torch
 
 from rpo_bench.training.config import TrainConfig
 
+LORA_LAYER_TYPES = (torch.nn.Linear, torch.nn.Conv2d)  # what peft's LoRA wraps in a diffusers UNet
+LORA_TARGET_EXAMPLES = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2", "conv1", "conv2")
+
+
+def lora_target_modules(unet, lora_targets: str) -> list[str]:
+    """The --lora-targets names, each checked to name at least one Linear/Conv2d layer of this UNet.
+
+    peft matches a target against the end of each module path; a name that matches nothing fails deep in peft
+    (NoMatchingPeftModuleError) and leaves the UNet half-modified, so it is refused here, before peft runs."""
+    from rpo_bench.errors import BadInputError
+
+    targets = [t.strip() for t in lora_targets.split(",") if t.strip()]
+    layers = [name for name, module in unet.named_modules() if isinstance(module, LORA_LAYER_TYPES)]
+
+    def matches(target: str) -> bool:
+        return any(name == target or name.endswith(f".{target}") for name in layers)
+
+    for target in targets:
+        if not matches(target):
+            examples = [name for name in LORA_TARGET_EXAMPLES if matches(name)]
+            raise BadInputError(f"--lora-targets {lora_targets!r}: {target!r} names no Linear or Conv2d layer of "
+                                f"the UNet; accepted: comma-separated layer names such as {', '.join(examples)}")
+    return targets
+
 
 def add_lora(unet, config: TrainConfig) -> None:
     from peft import LoraConfig
 
-    targets = [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    targets = lora_target_modules(unet, config.lora_targets)
     unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank,
                                 init_lora_weights="gaussian", target_modules=targets))
 
