@@ -22,13 +22,20 @@ two OpenMP threads stall at every barrier whenever another process takes a core,
 wall time); one thread runs at a steady speed. The ratio measures the work RPO adds; more threads shrink the
 UNet's share a little, so `--threads 0` on a quiet machine is the stricter (and noisier) check.
 
+With `--device cuda`: the SD1.5-architecture pipeline is the full one (12-layer text encoder, full VAE), trained
+at its native 512 px in fp16 mixed precision with gradient checkpointing (the published recipe); LoRA and full
+training are both timed (two full trainers fit side by side on a large GPU), and the peak GPU memory
+(torch.cuda.max_memory_allocated) of each trainer's setup + first step is recorded in-process: DPO and RPO,
+LoRA and full.
+
     .venv/bin/python benchmarks/bench_train_step.py [--repeats 7] [--tiny-steps 10] [--threads 1]
-                                                    [--skip-memory] [--skip-sd15-arch]
+        [--skip-memory] [--skip-sd15-arch] [--device cpu|cuda] [--arch-scale full|mini] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -44,17 +51,32 @@ from pathlib import Path
 CHILD_HOME_ENV = "RPO_BENCH_TRAIN_STEP_HOME"  # a memory child works in its parent's home and leaves it alone
 OWN_HOME = CHILD_HOME_ENV not in os.environ
 HOME = Path(tempfile.mkdtemp(prefix="rpo-bench-bench-")) if OWN_HOME else Path(os.environ[CHILD_HOME_ENV])
+if OWN_HOME:  # also when an import below fails (a memory child leaves its parent's home alone)
+    atexit.register(shutil.rmtree, HOME, ignore_errors=True)
 os.environ["RPO_BENCH_HOME"] = str(HOME)  # before importing rpo_bench: everything lands in the temp home
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
+from benchmarks.common import (  # noqa: E402
+    ARCH_SCALES,
+    add_common_options,
+    build_on,
+    positive,
+    row,
+    run_script,
+    save_pipeline_atomically,
+    sd15_pipeline,
+    synchronize,
+)
 from rpo_bench.training.config import build_config  # noqa: E402
 from rpo_bench.training.trainer import Trainer  # noqa: E402
 
 PAIRS = 8  # M: pairs per device per micro-step
 RESOLUTION = 64  # pixels: 8x8 latents ("small latents"); tiny-sd15 is native at 64, the SD1.5 UNet at 512
+GPU_RESOLUTION = 512  # on a GPU the SD1.5-architecture UNet trains at its native size
 TIME_TARGET = 1.05
 MEMORY_TARGET = 0.6
 GIB = 1024**3
@@ -94,30 +116,12 @@ def make_preference_data() -> tuple[Path, int]:
     return out, len(load_preference_data(str(out)))
 
 
-def build_sd15_arch(path: Path, seed: int = 0) -> Path:
-    """The real SD1.5 UNet (random weights) with tiny-sd15's VAE and a 768-wide, 2-layer CLIP text encoder."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from rpo_bench.models.tiny import _SD_BETAS, _save_atomically, _text_config, _vae
-    from rpo_bench.models.tokenizer import EOS_TOKEN, clip_tokenizer
-
-    def build():
-        text_config = _text_config()
-        # Only the width grows, to SD1.5's 768 so the UNet's cross-attention fits; 2 layers, not 12.
-        text_config.hidden_size, text_config.intermediate_size, text_config.num_attention_heads = 768, 3072, 12
-        unet = UNet2DConditionModel(  # runwayml/stable-diffusion-v1-5 unet/config.json
-            sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-            attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn="silu", center_input_sample=False,
-            downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, mid_block_scale_factor=1)
-        scheduler = PNDMScheduler(**_SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
-        return StableDiffusionPipeline(vae=_vae(scaling_factor=0.18215), text_encoder=CLIPTextModel(text_config),
-                                       tokenizer=clip_tokenizer(EOS_TOKEN), unet=unet, scheduler=scheduler,
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-    return _save_atomically(path, seed, "model_index.json", build)
+def build_sd15_arch(path: Path, device: str, scale: str) -> Path:
+    """The SD1.5 UNet (random weights); on a CPU with a 2-layer text encoder and the mini VAE (as tiny-sd15's),
+    on a GPU the whole SD1.5 pipeline. Built on the device (fast on a GPU), saved in fp32 as a model folder."""
+    cpu = device == "cpu"
+    pipe = build_on(device, torch.float32, lambda: sd15_pipeline(scale, 2 if cpu else None, "mini" if cpu else None))
+    return save_pipeline_atomically(pipe, path)
 
 
 def unet_parameters(model_dir: Path) -> int:
@@ -127,52 +131,69 @@ def unet_parameters(model_dir: Path) -> int:
         return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
 
 
-def train_config(method: str, model: str, data: Path, lora_rank: int, steps: int, pairs: int = PAIRS):
+def train_config(method: str, model: str, data: Path, lora_rank: int, steps: int, pairs: int = PAIRS,
+                 device: str = "cpu", resolution: int = RESOLUTION):
     values = dict(method=method, model=model, data=str(data), steps=steps, pairs_per_device=pairs,
-                  lora_rank=lora_rank, lr=1e-6, device="cpu", log_every=0, seed=0, resolution=RESOLUTION,
+                  lora_rank=lora_rank, lr=1e-6, device=device, log_every=0, seed=0, resolution=resolution,
                   output=str(HOME / "runs" / f"{Path(model).name}-{method}-r{lora_rank}-{time.time_ns()}"))
+    if device == "cuda":  # the published GPU recipe (training/config.py): fp16 autocast, checkpointed UNet
+        values.update(mixed_precision="fp16", gradient_checkpointing=True)
     if method == "rpo":
         values["embed_model"] = "tiny-clip"  # offline; "auto" would pick the real CLIP for a folder model
     return build_config(None, None, values)
 
 
 # -- step time ------------------------------------------------------------------------------------------------
-def time_steps(model: str, data: Path, lora_rank: int, rounds: int) -> dict[str, dict[str, list]]:
+def time_steps(model: str, data: Path, lora_rank: int, rounds: int, device: str = "cpu",
+               resolution: int = RESOLUTION) -> dict[str, dict]:
     """Wall and CPU seconds of single optimizer steps of a DPO and an RPO trainer with identical settings.
 
     The steps alternate DPO, RPO, RPO, DPO, ... so each DPO step has an RPO step within a second or two of it:
     the machine's busy phases last seconds, and a paired step sees the same phase. Both trainers take the same
-    step numbers, hence the same pairs, timesteps and noise.
+    step numbers, hence the same pairs, timesteps and noise. On cuda it also records each trainer's peak GPU
+    memory over its setup and first step, above what was allocated before (the other trainer's weights and
+    optimizer states stay allocated between steps; gradients are freed, so that subtraction is exact).
     """
+    import gc
+
+    cuda = device == "cuda"
     trainers = {}
+    times: dict[str, dict] = {"wall": {"dpo": [], "rpo": []}, "cpu": {"dpo": [], "rpo": []}, "peak_gib": {}}
     for method in ("dpo", "rpo"):
-        trainer = Trainer(train_config(method, model, data, lora_rank, rounds + 1), show_progress=False)
+        if cuda:
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        trainer = Trainer(train_config(method, model, data, lora_rank, rounds + 1, device=device,
+                                       resolution=resolution), show_progress=False)
         trainer.setup()
         trainer._optimizer_step(0)  # warm-up: lazy allocations, optimizer state, first-call dispatch
+        if cuda:
+            torch.cuda.synchronize()
+            times["peak_gib"][method] = (torch.cuda.max_memory_allocated() - before) / GIB
         trainers[method] = trainer
-    times: dict[str, dict[str, list]] = {"wall": {"dpo": [], "rpo": []}, "cpu": {"dpo": [], "rpo": []}}
     for r in range(rounds):
         for method in ("dpo", "rpo") if r % 2 == 0 else ("rpo", "dpo"):
             wall, cpu = time.perf_counter(), time.process_time()
-            trainers[method]._optimizer_step(1 + r)
+            trainers[method]._optimizer_step(1 + r)  # returns floats (grad norm): waits for the GPU
             times["wall"][method].append(time.perf_counter() - wall)
             times["cpu"][method].append(time.process_time() - cpu)
-    times["loss"] = time_losses(trainers)
+    times["loss"] = time_losses(trainers, device)
     del trainers, trainer
-    import gc
-
     gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()  # the next configuration measures its own peak from a clean device
     return times
 
 
-def time_losses(trainers: dict, iterations: int = 200) -> dict[str, list]:
+def time_losses(trainers: dict, device: str = "cpu", iterations: int = 200) -> dict[str, list]:
     """Seconds of `_loss` (weights, loss, diagnostics) + its backward to the 4M errors, without the UNet: the
     only part of a step where RPO does anything DPO does not. Alternated in blocks of 10 calls."""
     m = PAIRS
     indices = list(range(m))
     generator = torch.Generator().manual_seed(0)
-    values = {k: torch.rand(m, generator=generator) * 0.1 for k in ("model_err_w", "model_err_l", "ref_err_w",
-                                                                     "ref_err_l")}
+    values = {k: (torch.rand(m, generator=generator) * 0.1).to(trainers["dpo"].accelerator.device)
+              for k in ("model_err_w", "model_err_l", "ref_err_w", "ref_err_l")}
     out: dict[str, list] = {"dpo": [], "rpo": []}
     for block in range(iterations // 10):
         for method in ("dpo", "rpo") if block % 2 == 0 else ("rpo", "dpo"):
@@ -181,11 +202,13 @@ def time_losses(trainers: dict, iterations: int = 200) -> dict[str, list]:
                 start = time.perf_counter()
                 loss, _ = trainers[method]._loss(errors, indices)
                 loss.backward()
+                synchronize(device)
                 out[method].append(time.perf_counter() - start)
     return out
 
 
-def report_times(label: str, times: dict[str, dict[str, list]]) -> float:
+def report_times(label: str, times: dict[str, dict], detail_rows: bool = False) -> list[dict]:
+    """Prints the comparison; returns the RPO / DPO row (and, with `detail_rows`, step times and peaks)."""
     wall, cpu = times["wall"], times["cpu"]
     dpo, rpo = wall["dpo"], wall["rpo"]
     ratio = statistics.median(rpo) / statistics.median(dpo)
@@ -209,7 +232,20 @@ def report_times(label: str, times: dict[str, dict[str, list]]) -> float:
     if spread > 1.5:
         print(f"  note: {spread:.1f}x spread between steps: the machine was busy; trust the ratio when the "
               "estimates agree, or rerun with more --repeats")
-    return ratio
+    peaks = times["peak_gib"]
+    if peaks:
+        print(f"  {label} peak GPU memory over setup + first step: DPO {peaks['dpo']:.2f} GiB, "
+              f"RPO {peaks['rpo']:.2f} GiB")
+    rows = [row(f"train step RPO / DPO, {label}", ratio, "ratio", ratio, f"<= {TIME_TARGET}",
+                dpo_s=statistics.median(dpo), rpo_s=statistics.median(rpo), paired=paired, cpu_ratio=cpu_ratio,
+                best_over_best=best, loss_dpo_ms=loss["dpo"] * 1000, loss_rpo_ms=loss["rpo"] * 1000,
+                rounds=len(dpo), peak_gib=peaks or None)]
+    if detail_rows:
+        for method, values in wall.items():
+            rows.append(row(f"train step {method.upper()}, {label}", statistics.median(values), "s/step"))
+        for method, peak in peaks.items():
+            rows.append(row(f"peak GPU memory {method.upper()}, {label}", peak, "GiB"))
+    return rows
 
 
 # -- peak memory (child processes) ---------------------------------------------------------------------------
@@ -298,24 +334,41 @@ def run_memory_child(kind: str, model: Path, data: Path, pairs: int) -> dict | N
     return None
 
 
-def measure_memory(model: Path, data: Path) -> None:
+def full_dpo_need(model: Path) -> int:
+    """Full DPO holds the UNet, its frozen reference copy, gradients and two AdamW states: 5 fp32 copies."""
+    return 5 * 4 * unet_parameters(model) + 2 * GIB
+
+
+def measure_memory(model: Path, data: Path, width: str = "auto", scale: str = "full") -> list[dict]:
+    label = f"SD1.5-arch {scale}"
+    short = full_dpo_need(model) + MEMORY_FLOOR > psutil.virtual_memory().available
+    if width == "half" or (width == "auto" and short and scale == "full"):
+        # The claim (no reference copy, no gradients or Adam states for the frozen weights) does not depend on the
+        # width; a half-width UNet needs a quarter of the memory, so the ratio can be checked on a busy machine.
+        print(f"peak memory: full DPO on the {scale} UNet needs {full_dpo_need(model) / GIB:.1f} GiB + "
+              f"{MEMORY_FLOOR / GIB:.1f} GiB margin, {psutil.virtual_memory().available / GIB:.1f} GiB available "
+              "(or --memory-width half): measuring on a half-width SD1.5 architecture instead")
+        model = build_sd15_arch(HOME / "models" / "sd15-arch-half", "cpu", "half")
+        label = "SD1.5-arch half width"
     params = unet_parameters(model)
-    # Full DPO holds the UNet, its frozen reference copy, gradients and two AdamW states: 5 fp32 copies.
-    need = 5 * 4 * params + 2 * GIB
+    need = full_dpo_need(model)
     available = psutil.virtual_memory().available
-    print(f"peak memory: SD1.5-architecture UNet, {params / 1e6:.0f}M parameters; full DPO needs about "
+    print(f"peak memory: {label} UNet, {params / 1e6:.0f}M parameters; full DPO needs about "
           f"{need / GIB:.1f} GiB (5 fp32 copies + ~2 GiB), {available / GIB:.1f} GiB available now")
     pairs = PAIRS
     if need + MEMORY_FLOOR > available:
         print("  not enough memory for full DPO at this UNet size: skipped (activations at 8x8 latents are a few "
               "hundred MB, so fewer pairs per device would not make it fit)")
-        return
+        return [row(f"peak memory LoRA-DPO / full-DPO: not measured, {available / GIB:.1f} GiB free of the "
+                    f"{(need + MEMORY_FLOOR) / GIB:.1f} needed", None, "ratio", None, f"<= {MEMORY_TARGET}",
+                    need_gib=need / GIB, available_gib=available / GIB)]
     results = {}
     for kind in ("lora", "full"):  # LoRA first: RUSAGE_CHILDREN (the max over children) is then exact for both
         started = time.perf_counter()
         result = run_memory_child(kind, model, data, pairs)
         if result is None:
-            return
+            return [row(f"peak memory LoRA-DPO / full-DPO: not measured, the {kind}-DPO child failed or was "
+                        "stopped by the memory guard", None, "ratio", None, f"<= {MEMORY_TARGET}")]
         results[kind] = result
         train = f", training only {result['peak_training'] / GIB:.2f}" if result["peak_training"] else ""
         print(f"  {kind}-DPO ({result['pairs']} pairs, {result['trainable'] / 1e6:.1f}M trainable, reference copy: "
@@ -330,10 +383,25 @@ def measure_memory(model: Path, data: Path) -> None:
     lora_train = results["lora"]["peak"] - results["lora"]["rss_imports"]
     full_train = results["full"]["peak"] - results["full"]["rss_imports"]
     print(f"  without the process baseline (RSS after imports): {lora_train / full_train:.3f}")
+    label = f"{label} ({params / 1e6:.0f}M), M = {pairs}, {RESOLUTION} px, CPU RSS"
+    return [row(f"peak memory LoRA-DPO, {label}", results["lora"]["peak"] / GIB, "GiB"),
+            row(f"peak memory full-DPO, {label}", results["full"]["peak"] / GIB, "GiB"),
+            row(f"peak memory LoRA-DPO / full-DPO, {label}", ratio, "ratio", ratio, f"<= {MEMORY_TARGET}",
+                without_baseline=lora_train / full_train, trainable_lora=results["lora"]["trainable"],
+                trainable_full=results["full"]["trainable"])]
+
+
+def gpu_memory_rows(label: str, lora: dict, full: dict) -> list[dict]:
+    """LoRA-DPO / full-DPO from the GPU peaks time_steps recorded (each trainer alone on the device then)."""
+    ratio = lora["peak_gib"]["dpo"] / full["peak_gib"]["dpo"]
+    verdict = "ok" if ratio <= MEMORY_TARGET else "MISSED"
+    print(f"LoRA-DPO / full-DPO peak GPU memory = {ratio:.3f} (target <= {MEMORY_TARGET})  {verdict}")
+    return [row(f"peak GPU memory LoRA-DPO / full-DPO, {label}", ratio, "ratio", ratio, f"<= {MEMORY_TARGET}",
+                lora_gib=lora["peak_gib"], full_gib=full["peak_gib"])]
 
 
 # -- main -----------------------------------------------------------------------------------------------------
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7,
                         help="alternating rounds (one DPO + one RPO step each) on the SD1.5-architecture UNet")
@@ -344,54 +412,75 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--skip-sd15-arch", action="store_true",
                         help="only tiny-sd15: no SD1.5-architecture UNet (so no memory measurement either)")
+    parser.add_argument("--arch-scale", choices=ARCH_SCALES, default="full",
+                        help="mini: a narrow SD1.5-architecture UNet (a fast check of the code path)")
+    parser.add_argument("--memory-width", choices=("auto", "full", "half"), default="auto",
+                        help="UNet width of the CPU peak-memory check; auto: full when full DPO fits in the free "
+                             "memory, else half (215M parameters)")
+    add_common_options(parser)
     parser.add_argument("--child-memory", choices=("lora", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--child-model", help=argparse.SUPPRESS)
     parser.add_argument("--child-data", help=argparse.SUPPRESS)
     parser.add_argument("--child-pairs", type=int, default=PAIRS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def sd15_arch_rows(args: argparse.Namespace, data: Path, repeats: int) -> list[dict]:
+    cuda = args.device == "cuda"
+    start = time.perf_counter()
+    sd15_arch = build_sd15_arch(HOME / "models" / "sd15-arch", args.device, args.arch_scale)
+    resolution = GPU_RESOLUTION if cuda and args.arch_scale == "full" else RESOLUTION
+    print(f"SD1.5-architecture pipeline ({unet_parameters(sd15_arch) / 1e6:.0f}M-parameter UNet, {args.arch_scale}, "
+          f"random weights) built in {time.perf_counter() - start:.1f} s (excluded); trained at {resolution} px"
+          + (", fp16 mixed precision, gradient checkpointing" if cuda else ""))
+    rows = []
+    if not args.skip_memory and not cuda:  # first, while this process is still small
+        rows += measure_memory(sd15_arch, data, args.memory_width, args.arch_scale)
+    label = f"SD1.5-arch {args.arch_scale} {resolution} px LoRA r4"
+    lora = time_steps(str(sd15_arch), data, 4, repeats, args.device, resolution)
+    rows += report_times(label, lora, detail_rows=True)
+    if cuda:  # two full trainers (~15 GB each with fp32 Adam) fit side by side only on a large GPU
+        label = f"SD1.5-arch {args.arch_scale} {resolution} px full"
+        full = time_steps(str(sd15_arch), data, 0, repeats, args.device, resolution)
+        rows += report_times(label, full, detail_rows=True)
+        if not args.skip_memory:
+            rows += gpu_memory_rows(f"SD1.5-arch {args.arch_scale} {resolution} px, M = {PAIRS}", lora, full)
+    return rows
+
+
+def main(args: argparse.Namespace) -> list[dict]:
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # the trainer's frozen-module .to(dtype) warns on every setup
     if args.child_memory:
         child_memory(args.child_memory, args.child_model, Path(args.child_data), args.child_pairs)
-        return 0
-    repeats = max(args.repeats, 1)
+        return []
+    repeats, tiny_steps = positive("--repeats", args.repeats), positive("--tiny-steps", args.tiny_steps)
     guard_this_process()
     default_threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    print(f"home: {HOME}  torch {torch.__version__}, {torch.get_num_threads()} thread(s) for the step times "
-          f"(default {default_threads}), cpus {os.cpu_count()}, available memory "
+    print(f"home: {HOME}  torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s) for "
+          f"the step times (default {default_threads}), cpus {os.cpu_count()}, available memory "
           f"{psutil.virtual_memory().available / GIB:.1f} GiB")
 
     start = time.perf_counter()
     data, pairs = make_preference_data()
     print(f"preference data: {pairs} pairs from tiny-sd15 judged by tiny-clip, {time.perf_counter() - start:.1f} s "
           f"(excluded); M = {PAIRS} pairs per step, DPO beta 5000, RPO tau 0.5 embed joint (tiny-clip)")
-    sd15_arch = None
-    if not args.skip_sd15_arch:
-        start = time.perf_counter()
-        sd15_arch = build_sd15_arch(HOME / "models" / "sd15-arch")
-        print(f"SD1.5-architecture pipeline ({unet_parameters(sd15_arch) / 1e6:.0f}M-parameter UNet, random "
-              f"weights; tiny VAE; 768-wide 2-layer CLIP text encoder) built in {time.perf_counter() - start:.1f} s "
-              f"(excluded); trained at 64 px = 8x8 latents")
-        if not args.skip_memory:  # first, while this process is still small
-            measure_memory(sd15_arch, data)
-
-    ratios = {}
+    rows = []
     for label, lora_rank in (("tiny-sd15 LoRA r4", 4), ("tiny-sd15 full", 0)):
-        times = time_steps("tiny-sd15", data, lora_rank, repeats * max(args.tiny_steps, 1))
-        ratios[label] = report_times(label, times)
-    if sd15_arch is not None:
-        label = "SD1.5-arch LoRA r4"
-        ratios[label] = report_times(label, time_steps(str(sd15_arch), data, 4, repeats))
-    print("summary: " + ", ".join(f"{k}: RPO / DPO = {v:.3f}" for k, v in ratios.items()))
-    return 0
+        times = time_steps("tiny-sd15", data, lora_rank, repeats * tiny_steps, args.device)
+        rows += report_times(label, times)
+    if not args.skip_sd15_arch:
+        rows += sd15_arch_rows(args, data, repeats)
+    print("summary: " + ", ".join(f"{r['what']}: {r['value']:.3f}" for r in rows if r["target"]))
+    return rows
 
 
 if __name__ == "__main__":
     try:
-        raise SystemExit(main())
+        raise SystemExit(run_script(main, parser()))
     finally:
         if OWN_HOME:
             shutil.rmtree(HOME, ignore_errors=True)
