@@ -82,6 +82,10 @@ def evaluate(
     score_dtype: str = typer.Option("float32", help="Scorers' dtype: float32 (default, comparable everywhere), "
                                     "float16, bfloat16, auto."),
     batch_size: int = typer.Option(16, help="Images per generation / scoring batch."),
+    baseline: str | None = typer.Option(None, help="The model every other is compared with, paired by prompt and "
+                                        "seed; one of --models (default: the first)."),
+    by: str | None = typer.Option(None, help="category: also summarise each prompt category (e.g. seen and "
+                                  "held-out prompts) on its own."),
 ) -> None:
     """Generate (cached, seeded) and score images: models x protocols x prompts x seeds x metrics."""
     from rpo_bench.evaluate import EvaluateConfig, default_image_cache, default_store_path, parse_seeds
@@ -92,7 +96,7 @@ def evaluate(
                             prompts=prompts, metrics=parse_metric_list(metrics), seeds=parse_seeds(seeds),
                             protocol=protocol or None, store=store or default_store_path(),
                             image_cache=image_cache or default_image_cache(), device=device, dtype=dtype,
-                            score_dtype=score_dtype, batch_size=batch_size)
+                            score_dtype=score_dtype, batch_size=batch_size, baseline=baseline, by=by)
     if store is None:  # the default store's folder is ours to make; a given --store's folder must exist
         from rpo_bench.config import writable_dir
 
@@ -100,16 +104,74 @@ def evaluate(
     result = run_evaluate(config)
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    table = Table(title=f"run {result.run_id}  ·  {config.prompts} x seeds {seeds}  ·  store {config.store}")
-    for column in ("model", "protocol", "metric", "n", "mean ± s.e."):
-        table.add_column(column, justify="right" if column in ("n", "mean ± s.e.") else "left")
-    for row in result.summary:
-        arrow = "↑" if row.higher_is_better else "↓"
-        mean = f"{row.mean:.3f} ± {row.stderr:.3f}"
-        table.add_row(row.model, row.protocol, f"{row.metric} {arrow}", str(row.n), mean)
-    console.print(table)
+    console.print(f"run {result.run_id}  ·  {config.prompts} x seeds {seeds}  ·  store {config.store}", soft_wrap=True)
+    print_summary(result.summary)
     scored = ", ".join(f"{k} {v}" for k, v in result.scored.items())
     console.print(f"generated {result.generated} images, reused {result.reused} from the image cache; scored {scored}")
+
+
+def _p_text(p: float | None) -> str:
+    return "" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _comparison_cells(row) -> list[str]:
+    """diff [CI], win rate, Holm p for a non-baseline row; blanks on the baseline's own row."""
+    if row.baseline is None:
+        return ["(baseline)", "", ""]
+    if row.versus is None:
+        return ["no shared sample", "", ""]
+    return [row.versus.difference.format(3), f"{100 * row.versus.win_rate.estimate:.0f}%", _p_text(row.versus.p_holm)]
+
+
+def _shared_note(row) -> str | None:
+    """One line when a comparison could use only part of the two models' samples."""
+    if row.versus is None or row.versus.difference.n_samples == row.n == row.baseline_n:
+        return None
+    where = row.protocol + (f", category {row.category}" if row.category is not None else "")
+    return (f"note: {row.model} vs {row.baseline} ({where}) compared on the {row.versus.difference.n_samples} "
+            f"(prompt, seed) samples both have, of {row.n} and {row.baseline_n}")
+
+
+def print_summary(rows: list) -> None:
+    """One table per protocol (and per category with --by category), a metric's models side by side: mean with
+    its 95% interval over prompts, and every other model minus the baseline on shared (prompt, seed) samples."""
+    from rich import box
+
+    tables: dict[tuple[str, str | None], list] = {}
+    for row in rows:
+        tables.setdefault((row.group, row.category), []).append(row)
+    compared = any(row.baseline is not None for row in rows)
+    notes: dict[str, None] = {}
+    for (group, category), members in tables.items():
+        where = "all prompts" if category is None else f"category {category}"
+        title = f"protocol {group}" if group else "each model under its own protocol"
+        table = Table(title=f"{title}  ·  {where}", box=box.SIMPLE_HEAD, show_edge=False,
+                      title_justify="left")
+        columns = ["metric", "model", "n", "mean [95% CI]"]
+        if compared:
+            columns += [f"diff vs {next(r.baseline for r in rows if r.baseline)} [95% CI]", "win", "p (Holm)"]
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("metric", "model") else "right")
+        for i, row in enumerate(members):
+            first = i == 0 or members[i - 1].metric != row.metric
+            last = i == len(members) - 1 or members[i + 1].metric != row.metric
+            metric = f"{row.metric} {'↑' if row.higher_is_better else '↓'}" if first else ""
+            mean = "-" if row.interval is None else (f"{row.mean:.3f} [{row.interval.low:.3f}, "
+                                                    f"{row.interval.high:.3f}]")
+            model = row.model if group else f"{row.model} ({row.protocol})"
+            cells = [metric, model, row.samples if row.n else "0", mean]
+            table.add_row(*cells, *(_comparison_cells(row) if compared else []), end_section=last)
+            if (note := _shared_note(row)) is not None:
+                notes[note] = None
+        # A terminal gets the table fitted to its width; a pipe or log file gets it at its natural width, since
+        # rich's 80-column default there would break every interval over two lines.
+        if console.is_terminal:
+            console.print(table)
+        else:
+            natural = console.measure(table, options=console.options.update_width(1_000)).maximum
+            UserTextConsole(file=console.file, width=max(natural, console.width), emoji=False).print(table)
+    for note in notes:
+        console.print(note)
 
 
 # -- train, pairs, presets ----------------------------------------------------------------------------------------
@@ -154,26 +216,36 @@ app.add_typer(protocols_app, name="protocols")
 def models_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
-    from rpo_bench.models.catalog import MODELS
+    from rpo_bench.models.catalog import MODELS, fine_tune_details
 
     table = Table(title="models")
     for column in ("name", "family", "weights", "protocol", "origin", "summary"):
         table.add_column(column, no_wrap=column == "name")
+    # Fine-tunes (a UNet or LoRA over a base, e.g. registered by `train --name`) get a table of their own: listed
+    # among the bases, their base's weights in the weights column made them look like another copy of it.
+    tuned = Table(title="fine-tunes")
+    for column in ("name", "fine-tune of", "weights", "origin", "summary"):
+        tuned.add_column(column, no_wrap=column == "name")
     for entry in MODELS:
         spec = entry.resolve()
+        details = fine_tune_details(spec)
+        if details:
+            tuned.add_row(entry.name, details["fine-tune of"], details["weights"], entry.source,
+                          entry.summary or spec.description)
+            continue
         weights = f"tiny ({spec.tiny}, seed {spec.seed})" if spec.tiny else spec.repo
-        if spec.unet_repo:
-            weights += f" + UNet {spec.unet_repo}"
         table.add_row(entry.name, spec.family, weights, spec.protocol, entry.source, entry.summary)
     console.print(table)
+    if tuned.row_count:
+        console.print(tuned)
 
 
 @models_app.command("show")
 def models_show(name: str) -> None:
-    from rpo_bench.models.catalog import resolve_model
+    from rpo_bench.models.catalog import fine_tune_details, resolve_model
 
     spec = resolve_model(name)
-    console.print(_kv_table(f"model {spec.name}", spec.to_dict()))
+    console.print(_kv_table(f"model {spec.name}", fine_tune_details(spec) | spec.to_dict()))
 
 
 @metrics_app.callback(invoke_without_command=True)

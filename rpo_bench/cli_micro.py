@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from rpo_bench.micro.preferences import DEFAULTS as _DEFAULTS  # light: no torch, so the CLI starts fast
+
 micro_app = typer.Typer(help="The synthetic micro world: rebuild its models, build its preference set.")
 
 
@@ -31,14 +33,80 @@ def build(
 
 @micro_app.command("preferences")
 def preferences(
-    out: Path | None = typer.Option(None, help="Output folder; default $RPO_BENCH_HOME/preferences/micro-pickapic."),
-    k: int = typer.Option(4, help="Images per prompt."),
-    label_noise: float = typer.Option(0.1, help="Bradley-Terry temperature of the labels (0: noiseless)."),
+    out: Path | None = typer.Option(None, help="Output folder; default $RPO_BENCH_HOME/preferences/"
+                                    "micro-pickapic-<hash of the settings> (the defaults' folder is what "
+                                    "--data micro-pickapic trains on)."),
+    prompts: str = typer.Option(_DEFAULTS["prompts"], help="Prompt set (name or file) of micro-world prompts."),
+    k: int = typer.Option(_DEFAULTS["k"], help="Images per prompt (seeds 0..k-1)."),
+    mode: str = typer.Option(_DEFAULTS["mode"], help="top-bottom: each prompt's best images against its "
+                             "worst; best-worst: one pair per prompt; all: every pair."),
+    pairs_per_prompt: int | None = typer.Option(None, help="top-bottom only: pairs per prompt, 1..(k//2)^2; "
+                                                f"default {_DEFAULTS['pairs_per_prompt']}, or (k//2)^2 when "
+                                                "smaller."),
+    margin: float = typer.Option(_DEFAULTS["margin"], help="Minimum utility gap of a pair."),
+    label_noise: float = typer.Option(_DEFAULTS["label_noise"],
+                                      help="Bradley-Terry temperature of the labels (0: noiseless)."),
+    seed: int = typer.Option(_DEFAULTS["label_seed"], help="Seed of the label draws (images use seeds 0..k-1)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Build micro-pickapic: micro-base samples of micro-train prompts, labelled by the judge with BT noise."""
+    """Build micro-pickapic: micro-base samples of micro-train prompts, ranked by the judge's probability of the
+    requested values, best against worst, labelled with Bradley-Terry noise; prints and records its worth."""
     from rpo_bench.cli import console
     from rpo_bench.micro.preferences import build_micro_pickapic
 
-    summary = build_micro_pickapic(out, k=k, label_noise=label_noise, device=device)
-    console.print(" · ".join(f"{key} {value}" for key, value in summary.items()))
+    overrides = dict(prompts=prompts, k=k, mode=mode, margin=margin, label_noise=label_noise, label_seed=seed)
+    if pairs_per_prompt is not None:
+        overrides["pairs_per_prompt"] = pairs_per_prompt
+    summary = build_micro_pickapic(out, device=device, **overrides)
+    for line in summary_lines(summary):
+        console.print(line)
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The numbers that say whether a preference set carries a signal, in short lines (no wrapping mid-number)."""
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rate = "-" if summary["pairs_per_second"] is None else summary["pairs_per_second"]
+    lines = [f"pairs {summary['pairs']} from {summary['prompts_with_pairs']} of {summary['prompts']} prompts "
+             f"({summary['mode']}, margin {summary['margin']}: {summary['dropped_for_margin']} dropped)",
+             f"images {summary['images']} (k {summary['k']}, {summary['generated']} generated) in "
+             f"{summary['seconds']:.1f} s: {rate} pairs/s",
+             f"label noise {summary['label_noise']}: {summary['labels_flipped']} labels "
+             f"({100 * summary['label_disagreement']:.1f}%) disagree with the noiseless judge"]
+    metrics = [("metric", "")] + ([("report_metric", "report_")] if summary.get("report_metric") else [])
+    width = max(len(summary[name]) for name, _ in metrics)
+    for name, prefix in metrics:
+        lines.append(f"{summary[name]:<{width}}  winners {number(summary[prefix + 'winners_mean'])} · losers "
+                     f"{number(summary[prefix + 'losers_mean'])} · base {number(summary[prefix + 'base_mean'])}")
+    lines.append(f"written: {summary['out_dir']} (pairs.jsonl, summary.json)")
+    return lines
+
+
+@micro_app.command("compare")
+def compare(
+    out: Path = typer.Option(..., help="Folder for the trained runs, the results store and comparison.md/json."),
+    methods: str = typer.Option("sft,dpo,rpo", help="Methods to train, comma-separated."),
+    train_seeds: str = typer.Option("0,1,2", help="Training seeds: integers and ranges, e.g. 0-2."),
+    preset: str = typer.Option("micro", help="Training preset every run starts from (rpo-bench presets)."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training setting over the preset (repeatable), "
+                                   "e.g. --set lr=3e-4 --set steps=400."),
+    prompts: str = typer.Option("micro-test", help="Evaluation prompt set."),
+    category: str = typer.Option("unseen", help="Compare on the prompts of this category ('' for all)."),
+    eval_seeds: str = typer.Option("0-3", help="Evaluation seeds."),
+) -> None:
+    """Train SFT, DPO and RPO from micro-base on the same data and budget over several seeds, evaluate them on
+    held-out prompts with the ground-truth judge, and compare each with micro-base and RPO with DPO."""
+    from rpo_bench.cli import console
+    from rpo_bench.evaluate import parse_seeds
+    from rpo_bench.metrics import comma_separated
+    from rpo_bench.micro.compare import CompareConfig, run_comparison
+    from rpo_bench.training.config import parse_setting
+
+    overrides = dict(parse_setting(item) for item in set_)
+    config = CompareConfig(out=out, methods=comma_separated(methods, "--methods", "methods (sft, dpo, rpo)"),
+                           train_seeds=parse_seeds(train_seeds), preset=preset or None, overrides=overrides,
+                           prompts=prompts, category=category or None, eval_seeds=parse_seeds(eval_seeds))
+    _, markdown = run_comparison(config)
+    for line in markdown.splitlines():  # the console escapes control characters, newlines included
+        console.print(line)

@@ -12,21 +12,35 @@ from rich.table import Table
 _TYPES = {bool: bool, int: int, float: float, str: str}
 
 
-def _train(config_file: Path | None, preset: str | None, resume: bool, quiet: bool, **flags) -> None:
+def _train(config_file: Path | None, preset: str | None, resume: bool, quiet: bool, overwrite_name: bool,
+           **flags) -> None:
     from rpo_bench.cli import console
     from rpo_bench.training.config import build_config, read_config_file
     from rpo_bench.training.trainer import train
 
     file_values = read_config_file(config_file) if config_file else None
     config = build_config(preset, file_values, flags)
-    result = train(config, resume=resume, show_progress=not quiet)
+    result = train(config, resume=resume, show_progress=not quiet, overwrite_name=overwrite_name)
     if result.history:
         from rpo_bench.training.output import format_diagnostics
 
-        console.print(format_diagnostics(result.history[-1]))
+        console.print(format_diagnostics(result.history[-1]), soft_wrap=True)  # one line in a log file too
+    if result.heldout:
+        from rpo_bench.training.output import format_heldout
+
+        console.print(format_heldout(result.heldout[-1]), soft_wrap=True)
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     console.print(f"trained {config.method} for {result.steps_done} steps{resumed} -> {result.output}")
     console.print(f"evaluate it: rpo-bench evaluate --models {result.output}")
+
+
+def _shown_default(name: str, default: object) -> str:
+    """How `train --help` shows a setting's default: the flag form for switches, nothing for required text."""
+    if isinstance(default, bool):
+        flag = name.replace("_", "-")
+        return flag if default else f"no-{flag}"
+    # "" for --data and --output, which say "Required.", and --name, whose empty default means "not registered".
+    return str(default)
 
 
 def _build_train_command():
@@ -42,17 +56,25 @@ def _build_train_command():
                           default=typer.Option(False, help="Continue the run in --output from its last checkpoint.")),
         inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, help="No progress bar or per-step diagnostics.")),
+        inspect.Parameter("overwrite_name", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, help="With --name: replace an entry of that name in the user "
+                                               "model registry (never a built-in model).")),
     ]
     for name, spec in all_fields().items():
         default = field_default(name)
         kind = _TYPES[type(default)]
+        # The option's own default stays None, so an unset flag does not override a --config file or --preset;
+        # the value a run gets without any of them is written into the help instead, its "[" escaped: rich would
+        # take "[default: ...]" for markup and print nothing (and typer's show_default string adds parentheses).
+        shown = _shown_default(name, default)
         parameters.append(inspect.Parameter(
             name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
-            default=typer.Option(None, help=f"{spec.metadata['help']} [default: {default!r}]")))
+            default=typer.Option(None, help=spec.metadata["help"] + (f" \\[default: {shown}]" if shown else ""))))
 
     def train_command(**kwargs) -> None:
         """Fine-tune with Diffusion-RPO, Diffusion-DPO or SFT (LoRA or full) on preference pairs."""
-        _train(kwargs.pop("config_file"), kwargs.pop("preset"), kwargs.pop("resume"), kwargs.pop("quiet"), **kwargs)
+        _train(kwargs.pop("config_file"), kwargs.pop("preset"), kwargs.pop("resume"), kwargs.pop("quiet"),
+               kwargs.pop("overwrite_name"), **kwargs)
 
     train_command.__signature__ = inspect.Signature(parameters)
     return train_command

@@ -11,7 +11,6 @@ import gc
 import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from rpo_bench.prompts import PromptSet, load_prompt_set
 from rpo_bench.protocols import PROTOCOLS, Protocol
 from rpo_bench.provenance import git_commit, library_versions
 from rpo_bench.store import ResultsStore
+from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, summarise_tables
 
 log = logging.getLogger(__name__)
 # Bounds that keep --seeds from building a list that exhausts memory: torch generators take any 64-bit seed,
@@ -66,17 +66,8 @@ class EvaluateConfig:
     score_dtype: str = "float32"
     batch_size: int = 4
     show_progress: bool = True
-
-
-@dataclass
-class SummaryRow:
-    model: str
-    protocol: str
-    metric: str
-    higher_is_better: bool
-    n: int
-    mean: float
-    stderr: float
+    baseline: str | None = None  # the model every other is compared with; None: the first of `models`
+    by: str | None = None  # "category": the summary also splits the prompts by their category
 
 
 @dataclass
@@ -87,6 +78,7 @@ class EvaluateResult:
     scored: dict[str, int] = field(default_factory=dict)
     rebuilt: int = 0  # images whose cached file failed verification and were regenerated and rescored
     summary: list[SummaryRow] = field(default_factory=list)
+    tables: list[ScoreTable] = field(default_factory=list)  # the per-sample scores the summary was computed from
 
 
 @dataclass
@@ -132,7 +124,10 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
 def protocol_names(config: EvaluateConfig, spec: ModelSpec) -> list[str]:
     if not config.protocol:
         return [spec.protocol]
-    return [name.strip() for name in config.protocol.split(",") if name.strip()]
+    from rpo_bench.metrics import comma_separated
+
+    # A repeated protocol would evaluate and print every row twice.
+    return comma_separated(config.protocol, "--protocol", "protocol names (rpo-bench protocols lists them)")
 
 
 def _plan(config: EvaluateConfig, prompt_set: PromptSet, dtype_name: str) -> list[_ModelPlan]:
@@ -272,18 +267,42 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def summarise(store: ResultsStore, plans: list[_ModelPlan], metrics: list[Metric], score_dtype) -> list[SummaryRow]:
-    rows = []
+def _score_tables(store: ResultsStore, config: EvaluateConfig, plans: list[_ModelPlan], metrics: list[Metric],
+                  score_dtype) -> list[ScoreTable]:
+    """This run's scores as {(prompt index, seed): value} per (model, protocol, metric), read from the store."""
+    tables = []
     for plan in plans:
-        keys = [i.key for i in plan.items]
+        categories = {item.prompt.index: item.prompt.category for item in plan.items}
+        # With --protocol every model runs under each protocol and models are compared within one; without it,
+        # each model runs its own protocol and all are compared with each other.
+        group = plan.protocol.name if config.protocol else ""
         for metric in metrics:
-            values = list(store.score_values(keys, metric.key, stored_version(metric, score_dtype)).values())
-            n = len(values)
-            mean = sum(values) / n if n else math.nan
-            var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
-            rows.append(SummaryRow(plan.spec.name, plan.protocol.name, metric.key, metric.higher_is_better, n,
-                                   mean, math.sqrt(var / n) if n > 1 else math.nan))
-    return rows
+            values = store.score_values([i.key for i in plan.items], metric.key, stored_version(metric, score_dtype))
+            scores = {(item.prompt.index, item.seed): values[item.key] for item in plan.items if item.key in values}
+            tables.append(ScoreTable(plan.spec.name, plan.protocol.name, group, metric.key, metric.higher_is_better,
+                                     scores, categories))
+    return tables
+
+
+def summarise(config: EvaluateConfig, tables: list[ScoreTable]) -> list[SummaryRow]:
+    """Means with prompt-clustered intervals, and every model against the baseline (see rpo_bench.summary)."""
+    baseline = resolve_model(config.baseline or config.models[0]).name
+    return summarise_tables(tables, baseline, by_category=config.by == "category")
+
+
+def _check_summary_options(config: EvaluateConfig) -> None:
+    if config.baseline is not None and config.baseline not in config.models:
+        raise BadInputError(f"--baseline {config.baseline!r} is not among --models; accepted: one of "
+                            f"{', '.join(config.models)}")
+    if config.by is not None and config.by not in BY_ACCEPTED:
+        raise BadInputError(f"--by {config.by!r}: accepted: {', '.join(BY_ACCEPTED)}")
+
+
+def _check_categories(config: EvaluateConfig, prompt_set: PromptSet) -> None:
+    """Before any image is made: a split by category of a set without categories would be one empty split."""
+    if config.by == "category" and not any(p.category for p in prompt_set.prompts):
+        raise BadInputError(f"--by category: the prompt set {prompt_set.name!r} gives no prompt a category; "
+                            "accepted: a prompt set with categories (a .jsonl file's \"category\" field)")
 
 
 def _check_config(config: EvaluateConfig) -> None:
@@ -292,6 +311,7 @@ def _check_config(config: EvaluateConfig) -> None:
     if not config.models:
         raise BadInputError("no models given; name at least one (rpo-bench models lists them)")
     config.seeds = check_seeds(list(config.seeds))
+    _check_summary_options(config)
 
 
 def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> EvaluateResult:
@@ -303,6 +323,7 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
     score_dtype = resolve_dtype(config.score_dtype, device)
     # Resolve every name before any work, so a typo in the last metric fails in a second, not after an hour.
     prompt_set = load_prompt_set(config.prompts)
+    _check_categories(config, prompt_set)
     metrics = [make_metric(m) for m in config.metrics]
     for name in config.models:
         for protocol_name in protocol_names(config, resolve_model(name)):
@@ -324,7 +345,8 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
         _generate_and_score(config, context, plans, metrics, store, cache, _RunRecord(store, run_id, run_config),
                             result, device, dtype, dtype_name, score_dtype, prompt_set)
         context.barrier()
-        result.summary = summarise(store, plans, metrics, score_dtype)
+        result.tables = _score_tables(store, config, plans, metrics, score_dtype)
+        result.summary = summarise(config, result.tables)
     finally:
         store.close()
         cache.close()

@@ -78,7 +78,7 @@ def spec_from_table(name: str, table: Mapping[str, Any]) -> PromptSetSpec:
     return PromptSetSpec(name=name, **values)
 
 
-PROMPT_SETS: Registry[PromptSetSpec] = Registry("prompts", from_table=spec_from_table)
+PROMPT_SETS: Registry[PromptSetSpec] = Registry("prompts", from_table=spec_from_table, noun="prompt set")
 with resources.as_file(resources.files("rpo_bench") / "prompt_sets.toml") as _path:
     for _name, _table in read_toml(_path).items():
         PROMPT_SETS.register(_name, spec_from_table(_name, _table), summary=_table.get("summary", ""))

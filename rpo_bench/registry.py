@@ -147,8 +147,10 @@ class Registry(Generic[T]):
     leave it None.
     """
 
-    def __init__(self, kind: str, from_table: Callable[[str, Mapping[str, Any]], Any] | None = None):
+    def __init__(self, kind: str, from_table: Callable[[str, Mapping[str, Any]], Any] | None = None,
+                 noun: str | None = None):
         self.kind = kind
+        self.noun = noun or (kind[:-1] if kind.endswith("s") else kind)  # what one entry is called in messages
         self.from_table = from_table
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
@@ -216,7 +218,7 @@ class Registry(Generic[T]):
         candidates = sorted(set(self._entries) | set(self._aliases))
         close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(candidates)}"
-        return f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}; {hint}"
+        return f"unknown {self.noun} {name!r}; {hint}"
 
     def __contains__(self, name: str) -> bool:
         self._load_plugins()

@@ -312,16 +312,16 @@ def test_diagnostics_accuracy_counts_on_a_known_matrix():
     # D^w = (0.02, 0, -0.01) (ref errors 0), D^l = (0.01, -0.01, 0.01), beta = 10: Z_ij = -5 (D^w_i - D^l_j)
     #   row 0: -0.05, -0.15, -0.05
     #   row 1:  0.05, -0.05,  0.05
-    #   row 2:  0.10,  0.00,  0.10      (Z_21 = -5 (-0.01 + 0.01) is exactly 0: not counted, > is strict)
+    #   row 2:  0.10,  0.00,  0.10      (Z_21 = -5 (-0.01 + 0.01) is exactly 0: a tie, counted half)
     zero = torch.zeros(3, dtype=F64)
     d_w = torch.tensor([0.02, 0.0, -0.01], dtype=F64)
     d_l = torch.tensor([0.01, -0.01, 0.01], dtype=F64)
     diag = preference_diagnostics(d_w, d_l, zero, zero, 10.0)
     assert diag["acc_diag"] == 1 / 3  # only Z_22
-    assert diag["acc_offdiag"] == 3 / 6  # Z_10, Z_12, Z_20
+    assert diag["acc_offdiag"] == 3.5 / 6  # Z_10, Z_12, Z_20, and half of the tie Z_21
     assert math.isclose(diag["reward_margin"], (-0.05 - 0.05 + 0.10) / 3, abs_tol=1e-15)
     tied = preference_diagnostics(zero, zero, zero, zero, 10.0)
-    assert tied["acc_diag"] == 0.0 and tied["acc_offdiag"] == 0.0
+    assert tied["acc_diag"] == 0.5 and tied["acc_offdiag"] == 0.5  # no preference yet, not "always wrong"
 
 
 def test_diagnostics_run_without_grad_on_leaves_that_require_it():

@@ -54,6 +54,7 @@ def test_preference_labels_agree_with_the_noiseless_judge_as_configured(tmp_path
     assert abs(observed - predicted) <= 3 * standard_error + 1e-9
     assert all(row["score_0"] != row["score_1"] for row in rows)  # ties dropped
     assert observed < 1.0  # some labels are the wrong way round, as with people
+    assert summary["label_disagreement"] == pytest.approx(1.0 - observed, abs=1e-6)  # and the summary says so
 
 
 def test_micro_models_weight_rpo_pairs_with_the_micro_clip():

@@ -80,7 +80,7 @@ def test_all_mode_gives_more_pairs_and_a_margin_drops_small_gaps(pair_sets):
         make_pairs(out_dir=pair_sets["root"] / "none", margin=1e6, **pair_sets["common"])
 
 
-@pytest.mark.parametrize("bad, match", [(dict(k=1), "k = 1"), (dict(mode="pairs"), "best-worst, all"),
+@pytest.mark.parametrize("bad, match", [(dict(k=1), "k = 1"), (dict(mode="pairs"), "best-worst, top-bottom, all"),
                                         (dict(margin=-0.1), "margin = -0.1")])
 def test_make_pairs_rejects_bad_arguments(tmp_path, bad, match):
     arguments = dict(model="tiny-sd15", prompts="smoke", metric="tiny-clip", out_dir=tmp_path, show_progress=False)

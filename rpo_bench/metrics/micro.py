@@ -1,4 +1,4 @@
-"""The micro world's ground-truth metrics: `micro-oracle[:attribute]` and `micro-style:S`.
+"""The micro world's ground-truth metrics: `micro-oracle[:attribute]`, `micro-oracle:prob` and `micro-style:S`.
 
 Unlike learned human-preference scorers, these measure what the prompt asked for, with a judge whose accuracy on
 held-out renders is recorded next to its weights (rpo_bench/micro/assets/judge.json).
@@ -17,6 +17,7 @@ from rpo_bench.micro.scenes import ATTRIBUTES, STYLES
 
 FORMULA_VERSION = "1"
 _ALIASES = {"color": "colour"}
+PROBABILITY = "prob"  # micro-oracle:prob: the judge's mean probability of the requested values (continuous)
 
 
 class _MicroMetric(Metric):
@@ -46,16 +47,20 @@ class _MicroMetric(Metric):
 
 
 class MicroOracle(_MicroMetric):
-    """Share of the requested attributes the image shows; `micro-oracle:colour` scores one attribute only."""
+    """Share of the requested attributes the image shows; `micro-oracle:colour` scores one attribute only;
+    `micro-oracle:prob` the judge's mean probability of the requested values (finer than the 0.2 steps of the
+    share, for ranking a prompt's images; the share stays the ground truth to report)."""
 
     name = "micro-oracle"
     summary = ("micro world ground truth: share of the prompt's attributes (shape, colour, size, position, "
-               "background, style) the image shows; micro-oracle:<attribute> for one")
+               "background, style) the image shows; micro-oracle:<attribute> for one; micro-oracle:prob for the "
+               "judge's mean probability of the requested values")
 
     def __init__(self, arg: str | None = None):
         attribute = _ALIASES.get(arg, arg) if arg else None
-        if attribute is not None and attribute not in ATTRIBUTES:
-            raise BadInputError(f"micro-oracle: unknown attribute {arg!r}; accepted: {', '.join(ATTRIBUTES)}")
+        if attribute is not None and attribute not in (*ATTRIBUTES, PROBABILITY):
+            raise BadInputError(f"micro-oracle: unknown attribute {arg!r}; accepted: {', '.join(ATTRIBUTES)}, "
+                                f"or {PROBABILITY} (the judge's probability of the requested values)")
         super().__init__(attribute)
         self.attribute = attribute
 
@@ -64,6 +69,8 @@ class MicroOracle(_MicroMetric):
         return self.judge.score(images, prompts)
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
+        if self.attribute == PROBABILITY:
+            return [row["overall"] for row in self.judge.requested_probabilities(images, prompts)]
         rows = self.score_details(images, prompts)
         if self.attribute is None:
             return [row["overall"] for row in rows]

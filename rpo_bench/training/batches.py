@@ -22,6 +22,11 @@ def _seed_for(*parts: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+# The "micro-step" of the held-out pairs' draws: no training step has it (steps count from 0, and -1 seeds the epoch
+# permutations), so a held-out pair's noise never coincides with a training draw.
+HELDOUT_STREAM = -2
+
+
 def pair_generator(seed: int, micro_step: int, position: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(_seed_for(seed, micro_step, position))
 
@@ -85,3 +90,11 @@ def image_to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     cropped = resized.crop((left, top, left + resolution, top + resolution))
     pixels = torch.frombuffer(bytearray(cropped.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
     return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def heldout_randomness(seed: int, positions: Sequence[int], latent_shape: tuple[int, int, int],
+                       num_train_timesteps: int) -> PairRandomness:
+    """One fixed timestep and noise per held-out pair (by its position in the data), the same at every evaluation,
+    so the held-out curve moves only because the weights do. No caption dropout: the held-out question is about
+    the prompts."""
+    return draw_randomness(seed, HELDOUT_STREAM, positions, latent_shape, num_train_timesteps, 0.0, "pair")

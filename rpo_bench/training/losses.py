@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHT_SCALES",
     "dpo_logits",
     "dpo_loss",
+    "preference_credit",
     "preference_diagnostics",
     "rpo_logits",
     "rpo_loss",
@@ -310,6 +311,21 @@ def rpo_loss(
 # --------------------------------------------------------------------------------------------- diagnostics
 
 
+#: Differences of D within this many units in the last place of the errors' own size count as ties: the model and
+#: the reference are the same weights at step 1, but their two forward passes (with and without gradients, under
+#: autocast, on a GPU) may round differently, and that rounding is not a preference.
+TIE_ULPS = 16
+
+
+def preference_credit(d_diff: Tensor, scale: Tensor) -> Tensor:
+    """Per pair: 1 when the winner is preferred (D^w - D^l < 0, i.e. logit > 0), 0 when the loser is, 0.5 for a
+    tie, where a tie is |D^w - D^l| within TIE_ULPS rounding units of ``scale`` (the four errors summed)."""
+    tolerance = TIE_ULPS * torch.finfo(d_diff.dtype).eps * scale.abs()
+    tied = d_diff.abs() <= tolerance
+    won = (d_diff < 0) & ~tied
+    return won.to(d_diff.dtype) + 0.5 * tied.to(d_diff.dtype)
+
+
 def preference_diagnostics(
     model_err_w: Tensor,
     model_err_l: Tensor,
@@ -322,10 +338,11 @@ def preference_diagnostics(
 
     They answer the common "the DPO loss is flat" question: accuracies near 0.5 and a margin near 0 mean the
     model has not moved away from the reference yet. Accuracies use the unweighted logits Z_ij (the sign of
-    w_ij Z_ij is the same whenever w_ij > 0). ``weights=None`` means DPO (w = identity): diagonal mean 1,
-    entropy 0.
-        acc_diag          share of i with logit_i = Z_ii > 0
-        acc_offdiag       share of (i, j), i != j, with Z_ij > 0 (NaN when M = 1: there is no such pair)
+    w_ij Z_ij is the same whenever w_ij > 0) and count a tie as half (``preference_accuracy``): at step 1 the
+    model IS the reference, every logit is 0, and "acc 0.00" would read as "always wrong" instead of "no
+    preference yet". ``weights=None`` means DPO (w = identity): diagonal mean 1, entropy 0.
+        acc_diag          share of i with logit_i = Z_ii > 0, ties counted half
+        acc_offdiag       share of (i, j), i != j, with Z_ij > 0, ties counted half (NaN when M = 1)
         weight_diag_mean  mean of w_ii
         weight_entropy    mean over rows of -sum_j w_ij log w_ij, in nats (0 <= H <= log M)
         d_w_mean, d_l_mean, reward_margin (= mean_i logit_i), and the means of the four error vectors.
@@ -339,8 +356,10 @@ def preference_diagnostics(
         d_l = model_err_l - ref_err_l
         z = rpo_logits(d_w, d_l, beta)
         diag = z.diagonal()
+        scale = (model_err_w + ref_err_w)[:, None] + (model_err_l + ref_err_l)[None, :]
+        credit = preference_credit(d_w[:, None] - d_l[None, :], scale)
         out = {
-            "acc_diag": (diag > 0).sum().item() / m,
+            "acc_diag": credit.diagonal().mean().item(),
             "acc_offdiag": math.nan,
             "weight_diag_mean": 1.0,
             "weight_entropy": 0.0,
@@ -354,7 +373,7 @@ def preference_diagnostics(
         }
         if m > 1:
             off = ~torch.eye(m, dtype=torch.bool, device=z.device)
-            out["acc_offdiag"] = (z[off] > 0).sum().item() / (m * m - m)
+            out["acc_offdiag"] = credit[off].mean().item()
         if weights is not None:
             w = _weight_block(weights, m, m).detach()
             out["weight_diag_mean"] = w.diagonal().mean().item()

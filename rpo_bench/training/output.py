@@ -70,19 +70,48 @@ def save_output(trainer, steps_done: int) -> None:
         "kind": kind,
         "method": config.method,
         "steps_done": steps_done,
-        "config": config.to_dict(),
+        "config": absolute_paths(config.to_dict()),
         "beta_convention": BETA_CONVENTION if config.method != "sft" else None,
         "base_model": trainer.spec.to_dict(),
         "base_fingerprint": trainer.base_fingerprint,
         "protocol": trainer.spec.protocol,
-        "data": {"source": trainer.data.source, "fingerprint": trainer.data.fingerprint, **trainer.data.stats},
+        "data": {"source": _absolute_if_local(trainer.data.source), "fingerprint": trainer.data.fingerprint,
+                 **trainer.data.stats},
+        "heldout": heldout_record(trainer),
         "embedding_model": trainer.table.model_identity if trainer.table is not None else None,
         "world_size": trainer.world,
     }
     _write_atomic(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
     _write_atomic(_card_path(output), model_card(record))
-    if config.name and not check_name_free(config.name, output):
-        register_model(config.name, spec_table_for_output(output, record))
+    if config.name and not check_name_free(config.name, output, overwrite=trainer.overwrite_name):
+        register_model(config.name, spec_table_for_output(output, record), replace=trainer.overwrite_name)
+
+
+def _absolute_if_local(value: str) -> str:
+    """A path that exists, made absolute: the record must find it again from any working directory. Hub ids and
+    registry names stay as written."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if value and path.exists() else value
+
+
+def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    from rpo_bench.models.catalog import MODELS
+
+    out = dict(config)
+    out["output"] = str(Path(config["output"]).expanduser().resolve())
+    out["data"] = _absolute_if_local(config["data"])
+    if config["model"] not in MODELS:  # a registry name is not a path, even if a folder of that name exists here
+        out["model"] = _absolute_if_local(config["model"])
+    return out
+
+
+def heldout_record(trainer) -> dict[str, Any]:
+    """Which pairs training never saw (so an evaluation can leave their prompts out) and how they scored last."""
+    indices = getattr(trainer, "heldout_indices", [])
+    data = trainer.data
+    return {"pairs": len(indices), "sample_ids": [data.sample_ids[i] for i in indices],
+            "captions": sorted({data.captions[i] for i in indices}),
+            "last": trainer.heldout_history[-1] if getattr(trainer, "heldout_history", None) else None}
 
 
 def spec_table_for_output(output: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -104,9 +133,11 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def check_name_free(name: str, output: Path | None = None) -> bool:
+def check_name_free(name: str, output: Path | None = None, overwrite: bool = False) -> bool:
     """`--name` must not be a model already: the trainer calls this before training, register_model again.
-    True when the name is already registered for this very output folder (a resumed run that registered it)."""
+    True when the name is already registered for this very output folder (a resumed run that registered it).
+    With `overwrite`, an entry of the user registry may be taken (register_model replaces it); a built-in or
+    plug-in model never: a user entry of its name would shadow it everywhere."""
     from rpo_bench.models.catalog import MODELS
     from rpo_bench.registry import read_toml
 
@@ -117,22 +148,70 @@ def check_name_free(name: str, output: Path | None = None) -> bool:
         here = str(output.resolve()) if output is not None else None
         if here is not None and isinstance(entry, dict) and here in (entry.get("lora_repo"), entry.get("unet_repo")):
             return True
-        raise BadInputError(f"--name {name!r} is already in {path}; remove it there or choose another name")
-    if name in MODELS:  # a built-in or plug-in model: a user entry of that name would shadow it everywhere
-        raise BadInputError(f"--name {name!r} is already a model (rpo-bench models lists them); choose another name")
+        if overwrite:
+            return False
+        raise BadInputError(f"--name {name!r} is already in {path}; pass --overwrite-name to replace it, or choose "
+                            "another name")
+    if name in MODELS:
+        only_user = f"; --overwrite-name replaces only entries of {path}" if overwrite else ""
+        raise BadInputError(f"--name {name!r} is already a model (rpo-bench models lists them){only_user}; choose "
+                            "another name")
     return False
 
 
-def register_model(name: str, table: dict[str, Any]) -> None:
-    """Add [models.NAME] to the user registry; an existing entry of that name is an error, not overwritten."""
-    check_name_free(name)
+def register_model(name: str, table: dict[str, Any], replace: bool = False) -> None:
+    """Add [models.NAME] to the user registry; an existing entry of that name is an error, or with `replace` is
+    taken out first (the rest of the file, comments included, stays as it was)."""
+    check_name_free(name, overwrite=replace)
     path = user_registry_file()
     lines = [f"\n[models.{json.dumps(name)}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
     writable_dir(path.parent, "the user registry")
-    _write_atomic(path, (path.read_text(encoding="utf-8") if path.is_file() else "") + "\n".join(lines) + "\n")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if replace:
+        text = _without_model(text, name, path)
+    _write_atomic(path, text + "\n".join(lines) + "\n")
     from rpo_bench.models.catalog import MODELS
 
     MODELS.reset_plugins()  # so this process sees the new entry too
+
+
+def _table_header(line: str) -> list[str] | None:
+    """The key path of a `[a.b."c"]` header line (any quoting or spacing TOML allows), else None."""
+    import tomllib
+
+    stripped = line.strip()
+    if not stripped.startswith("[") or stripped.startswith("[["):
+        return None
+    try:
+        parsed = tomllib.loads(stripped)
+    except tomllib.TOMLDecodeError:
+        return None
+    keys: list[str] = []
+    while isinstance(parsed, dict) and len(parsed) == 1:
+        key, parsed = next(iter(parsed.items()))
+        keys.append(key)
+    return keys
+
+
+def _without_model(text: str, name: str, path: Path) -> str:
+    """`text` without its [models.NAME] table (header to the next header), checked by parsing: the result must
+    hold everything the file held except that entry, or nothing is written."""
+    import tomllib
+
+    kept, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        header = _table_header(line)
+        if header is not None:
+            skipping = header[:2] == ["models", name]
+        if not skipping:
+            kept.append(line)
+    result = "".join(kept).rstrip("\n") + "\n" if kept else ""
+    expected = tomllib.loads(text)
+    expected.get("models", {}).pop(name, None)
+    if tomllib.loads(result) != expected:
+        raise BadInputError(f"cannot replace model {name!r} in {path}: it is not written as a [models.{name}] table "
+                            "of its own; remove it there by hand")
+    return result
 
 
 def model_card(record: dict[str, Any]) -> str:
@@ -143,6 +222,12 @@ def model_card(record: dict[str, Any]) -> str:
     weights = ("LoRA (`pytorch_lora_weights.safetensors`, load with `pipe.load_lora_weights(folder)`)"
                if record["kind"] == "lora" else "full UNet (`unet/`, load with "
                "`UNet2DConditionModel.from_pretrained(folder, subfolder='unet')`)")
+    heldout = record.get("heldout") or {}
+    last = heldout.get("last")
+    heldout_line = (f"- Held out of training: {heldout['pairs']} pairs over {len(heldout['captions'])} prompts "
+                    f"(listed in rpo_bench.json)" + (f"; at step {last['step']}: accuracy {last['heldout_acc']:.2f}, "
+                                                     f"margin {last['heldout_margin']:.3f}" if last else "") + "\n"
+                    if heldout.get("pairs") else "")
     return f"""{CARD_MARKER}
 # {method} fine-tune of {base.get('name')}
 
@@ -152,12 +237,21 @@ Trained with rpo-bench: {record['steps_done']} steps of {method} on `{record['da
 - Weights: {weights}
 - Base model: `{base.get('repo') or base.get('tiny')}` (fingerprint `{record['base_fingerprint'][:16]}`)
 - beta convention: `{record['beta_convention']}` (logit = -(beta/2)(D^w - D^l), as the official Diffusion-DPO code)
-- Evaluate it: `rpo-bench evaluate --models <this folder>`
+{heldout_line}- Evaluate it: `rpo-bench evaluate --models <this folder>`
 
 | setting | value |
 |---|---|
 {settings}
 """
+
+
+def format_heldout(record: dict[str, float]) -> str:
+    """One line per held-out measurement: acc near 0.5 with a rising training acc is memorising; D^w > 0 means the
+    winners' error has risen above the reference's (the likelihood displacement DPO is known for)."""
+    return (f"step {int(record['step'])} held-out ({int(record['heldout_pairs'])} pairs): "
+            f"acc {record['heldout_acc']:.2f}  margin {record['heldout_margin']:.3f}  "
+            f"D^w {record['heldout_d_w']:.2e}  D^l {record['heldout_d_l']:.2e}  "
+            f"err^w {record['heldout_err_w']:.4f}  err^l {record['heldout_err_l']:.4f}")
 
 
 def format_diagnostics(record: dict[str, float]) -> str:

@@ -3,6 +3,8 @@
 A step: pick the global micro-batch (a function of the step), encode captions and images, run the UNet on
 winners and losers with shared timestep and noise, the reference likewise under no_grad, then the method's loss
 from losses.py. All randomness is a function of (seed, step, pair position), so `--resume` replays exactly.
+Batches come from the training pairs only: a held-out slice of whole prompts (heldout.py) is measured against the
+reference every --eval-every steps and at the end, and logged beside the steps.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class TrainResult:
     steps_done: int
     resumed_from: int
     history: list[dict[str, float]] = field(default_factory=list)
+    heldout: list[dict[str, float]] = field(default_factory=list)  # the held-out measurements of this session
 
 
 def _accelerator(config: TrainConfig):
@@ -138,15 +141,21 @@ class SpikeWatch:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: bool = False, show_progress: bool = True):
+    def __init__(self, config: TrainConfig, resume: bool = False, show_progress: bool = True,
+                 overwrite_name: bool = False):
         self.config, self.resume, self.show_progress = config, resume, show_progress
+        self.overwrite_name = overwrite_name
         self.output = Path(config.output).expanduser()
         self._check_output()
         self._check_resume()
+        if overwrite_name and not config.name:
+            raise BadInputError("--overwrite-name replaces the registry entry named by --name; give --name too")
         if config.name:  # before hours of training, not after
             from rpo_bench.training.output import check_name_free
 
-            check_name_free(config.name, self.output)
+            check_name_free(config.name, self.output, overwrite=overwrite_name)
+        self.heldout = None
+        self.heldout_history: list[dict[str, float]] = []
         self.steps_done = self._last_checkpoint = 0
         self._interrupts = InterruptLatch()
         self.accelerator = _accelerator(config)
@@ -201,6 +210,10 @@ class Trainer:
             self.data = load_preference_data(source, split=config.data_split, limit=config.data_limit or None,
                                              stream=config.data_stream,
                                              show_progress=self.show_progress and accelerator.is_main_process)
+        from rpo_bench.training.heldout import split_heldout
+
+        self.train_indices, self.heldout_indices = split_heldout(self.data.captions, config.heldout_pairs,
+                                                                 config.seed)
         self.table = None
         if self.is_rpo:
             from rpo_bench.training.embeddings import compute_embeddings
@@ -233,7 +246,9 @@ class Trainer:
     def _micro_batch(self, micro_step: int):
         config = self.config
         global_batch = config.pairs_per_device * self.world
-        indices = global_batch_indices(len(self.data), config.seed, micro_step, global_batch)
+        # Batches are drawn over the training pairs; without held-out pairs these are all pairs, in data order.
+        positions = global_batch_indices(len(self.train_indices), config.seed, micro_step, global_batch)
+        indices = [self.train_indices[p] for p in positions]
         local = range(self.rank * config.pairs_per_device, (self.rank + 1) * config.pairs_per_device)
         randomness = draw_randomness(config.seed, micro_step, list(local), self.parts.latent_shape,
                                      self.parts.noise_scheduler.config.num_train_timesteps, config.caption_dropout,
@@ -319,6 +334,7 @@ class Trainer:
     def train(self) -> TrainResult:
         config, accelerator = self.config, self.accelerator
         self.setup()
+        self._prepare_heldout()  # before _restore: the UNet still holds the base weights, whatever the method
         start = self._restore() if self.resume else 0
         if start == 0:
             self._truncate_log(0)  # lines of a run killed before its first checkpoint would repeat steps
@@ -336,7 +352,7 @@ class Trainer:
             save_output(self, config.steps)
         accelerator.wait_for_everyone()
         accelerator.end_training()
-        return TrainResult(self.output, config.steps, start, history)
+        return TrainResult(self.output, config.steps, start, history, self.heldout_history)
 
     def _loop(self, start: int) -> list[dict[str, float]]:
         from rpo_bench.progress import progress_bar
@@ -345,7 +361,7 @@ class Trainer:
         history: list[dict[str, float]] = []
         spikes = SpikeWatch()
         show = self.show_progress and self.accelerator.is_main_process
-        with progress_bar(f"train {config.method}", config.steps - start, show) as advance:
+        with progress_bar(f"train {config.method}", config.steps - start, show, unit="step") as advance:
             for step in range(start, config.steps):
                 began = time.perf_counter()
                 record = self._optimizer_step(step)
@@ -355,11 +371,50 @@ class Trainer:
                 self._log(record)
                 for message in spikes.check(record) if self.accelerator.is_main_process else []:
                     log.warning(message)
+                if self._heldout_due(step + 1):  # logged before the checkpoint, so a resume keeps or replays both
+                    self._evaluate_heldout(step + 1)
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
                     self._checkpoint(step + 1)
-                advance(1)
+                advance(1, status=f"loss {record['loss']:.4g}")
                 self._interrupts.raise_if_pending()
         return history
+
+    # -- held-out pairs -------------------------------------------------------------------------------------
+    def _prepare_heldout(self) -> None:
+        """Encode the held-out pairs and measure the reference on them once: the frozen copy (full DPO / RPO), the
+        UNet with its adapters off (LoRA), or the UNet itself before any checkpoint is loaded (full SFT)."""
+        if not self.heldout_indices:
+            return
+        from rpo_bench.training.heldout import HeldOutEvaluator
+
+        config = self.config
+        self.heldout = HeldOutEvaluator(self.data, self.heldout_indices, self.parts, config.seed,
+                                        getattr(config, "beta", None), config.pairs_per_device, self.accelerator)
+        unet = self.accelerator.unwrap_model(self.unet)
+        if self.reference is not None:
+            self.heldout.measure_reference(self.reference)
+        elif config.lora_rank > 0:
+            self.heldout.measure_reference(unet, lambda: adapters_disabled(unet))
+        else:
+            self.heldout.measure_reference(unet)
+
+    def _heldout_due(self, steps_done: int) -> bool:
+        every = self.config.eval_every
+        return self.heldout is not None and ((every > 0 and steps_done % every == 0) or steps_done == self.config.steps)
+
+    def _evaluate_heldout(self, steps_done: int) -> None:
+        # The unwrapped module: a DDP forward would broadcast buffers, a collective the measurement does not need.
+        record: dict[str, float] = {"step": steps_done,
+                                    **self.heldout.evaluate(self.accelerator.unwrap_model(self.unet))}
+        self.heldout_history.append(record)
+        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=steps_done)
+        if not self.accelerator.is_main_process:
+            return
+        self._append_log_line(record)
+        if self.show_progress:
+            from rpo_bench.training.output import format_heldout
+
+            self.accelerator.print(format_heldout(record))
 
     def _save_on_interrupt(self) -> None:
         """Ctrl-C keeps every finished step: checkpoint the last completed one, then the CLI exits 130. Only the
@@ -417,13 +472,16 @@ class Trainer:
         accelerator.log({k: v for k, v in record.items() if k != "step"}, step=int(record["step"]))
         if not accelerator.is_main_process:
             return
-        self.output.mkdir(parents=True, exist_ok=True)
-        with open(self.output / LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self._append_log_line(record)
         if self.config.log_every and int(record["step"]) % self.config.log_every == 0 and self.show_progress:
             from rpo_bench.training.output import format_diagnostics
 
             accelerator.print(format_diagnostics(record))
+
+    def _append_log_line(self, record: dict[str, float]) -> None:
+        self.output.mkdir(parents=True, exist_ok=True)
+        with open(self.output / LOG_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def _checkpoint(self, steps_done: int) -> None:
@@ -485,6 +543,7 @@ def _logged_step(line: str) -> float:
     return record.get("step", math.inf) if isinstance(record, dict) else math.inf
 
 
-def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    return Trainer(config, resume=resume, show_progress=show_progress).train()
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True,
+          overwrite_name: bool = False) -> TrainResult:
+    return Trainer(config, resume=resume, show_progress=show_progress, overwrite_name=overwrite_name).train()
 

@@ -1,0 +1,186 @@
+"""Which method wins, in the micro world: SFT, DPO and RPO trained from micro-base on the same data with the same
+budget, over several training seeds, evaluated on held-out prompts against the ground-truth judge.
+
+A method's score on a (prompt, evaluation seed) is the mean over its training seeds, so an interval over prompts
+includes the spread between training runs only through that mean; the per-seed rows show that spread directly.
+Every comparison is paired by (prompt, evaluation seed) and resamples prompts (rpo_bench.stats).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rpo_bench import stats
+from rpo_bench.errors import BadInputError
+
+BASE = "micro-base"
+METHODS = ("sft", "dpo", "rpo")
+
+
+@dataclass
+class CompareConfig:
+    out: Path  # one folder per trained run, plus the results store and comparison.json
+    methods: Sequence[str] = METHODS
+    train_seeds: Sequence[int] = (0, 1, 2)
+    preset: str | None = "micro"
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # training settings over the preset
+    prompts: str = "micro-test"
+    category: str | None = "unseen"  # the held-out prompts; None: all
+    eval_seeds: Sequence[int] = (0, 1, 2, 3)
+    metric: str = "micro-oracle"
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    name: str  # "sft", "sft seed 0", ...
+    versus: str  # what it is compared with
+    mean: stats.Interval
+    comparison: stats.Comparison | None
+
+
+def run_name(method: str, seed: int) -> str:
+    return f"{method}-seed{seed}"
+
+
+def _check(config: CompareConfig) -> None:
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown or not config.methods:
+        raise BadInputError(f"methods {', '.join(unknown) or '(none)'}; accepted: one or more of {', '.join(METHODS)}")
+    if not config.train_seeds or not config.eval_seeds:
+        raise BadInputError("training and evaluation seeds: accepted: at least one of each")
+    for method in config.methods:  # every setting checked before the first run starts or any folder is made
+        for seed in config.train_seeds:
+            _train_config(config, method, seed)
+
+
+def _train_config(config: CompareConfig, method: str, seed: int):
+    from rpo_bench.training.config import build_config, method_fields
+
+    # One set of overrides serves every method: beta or tau simply do not apply to SFT.
+    shared = {k: v for k, v in config.overrides.items() if k in method_fields(method)}
+    output = config.out / run_name(method, seed)
+    return build_config(config.preset, None, {**shared, "method": method, "seed": seed, "output": str(output)})
+
+
+def train_all(config: CompareConfig) -> dict[str, Path]:
+    """Train every (method, seed) that has no finished output; an interrupted one resumes from its checkpoint."""
+    from rpo_bench.training.checkpoint import latest_checkpoint
+    from rpo_bench.training.trainer import train
+
+    outputs: dict[str, Path] = {}
+    for method in config.methods:
+        for seed in config.train_seeds:
+            output = config.out / run_name(method, seed)
+            outputs[run_name(method, seed)] = output
+            if (output / "rpo_bench.json").is_file():
+                continue
+            train(_train_config(config, method, seed), resume=latest_checkpoint(output) is not None,
+                  show_progress=config.show_progress)
+    return outputs
+
+
+def evaluate_all(config: CompareConfig, outputs: Mapping[str, Path]):
+    from rpo_bench.evaluate import EvaluateConfig, evaluate
+
+    models = [BASE, *(str(path) for path in outputs.values())]
+    return evaluate(EvaluateConfig(models=models, prompts=config.prompts, metrics=[config.metric],
+                                   seeds=list(config.eval_seeds), protocol="micro", store=config.out / "results.sqlite",
+                                   batch_size=64,  # micro images are tiny: per-call overhead dominates below ~16
+                                   show_progress=config.show_progress))
+
+
+def _selected(scores: Mapping, categories: Mapping[int, str], category: str | None) -> dict:
+    return {k: v for k, v in scores.items() if category is None or categories.get(k[0]) == category}
+
+
+def _mean_over_runs(tables: Sequence[Mapping]) -> dict:
+    """Per (prompt, seed) mean over a method's training runs, on the samples every run has."""
+    keys = set(tables[0]).intersection(*tables[1:])
+    return {k: sum(t[k] for t in tables) / len(tables) for k in keys}
+
+
+def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path]) -> list[ComparisonRow]:
+    """Each method (mean over its training seeds) and each run vs micro-base; RPO vs DPO; SFT vs DPO."""
+    by_model = {table.model: table for table in score_tables}
+    base_table = by_model[BASE]
+    base = _selected(base_table.scores, base_table.categories, config.category)
+    run_scores = {}
+    for run, path in outputs.items():
+        table = by_model.get(str(path)) or by_model.get(path.name) or _by_path(by_model, path)
+        run_scores[run] = _selected(table.scores, table.categories, config.category)
+    higher = base_table.higher_is_better
+    rows = [ComparisonRow(BASE, "", stats.cluster_bootstrap(base), None)]
+    method_scores = {}
+    for method in config.methods:
+        runs = [run_scores[run_name(method, s)] for s in config.train_seeds]
+        method_scores[method] = _mean_over_runs(runs)
+        rows.append(ComparisonRow(method, BASE, stats.cluster_bootstrap(method_scores[method]),
+                                  stats.compare(method_scores[method], base, higher)))
+    for method in config.methods:
+        for seed in config.train_seeds:
+            scores = run_scores[run_name(method, seed)]
+            rows.append(ComparisonRow(f"{method} seed {seed}", BASE, stats.cluster_bootstrap(scores),
+                                      stats.compare(scores, base, higher)))
+    for a, b in (("rpo", "dpo"), ("rpo", "sft"), ("dpo", "sft")):
+        if a in method_scores and b in method_scores:
+            rows.append(ComparisonRow(a, b, stats.cluster_bootstrap(method_scores[a]),
+                                      stats.compare(method_scores[a], method_scores[b], higher)))
+    return rows
+
+
+def _by_path(by_model: Mapping, path: Path):
+    """Tables name a local model by the folder as given; match on the resolved path."""
+    for name, table in by_model.items():
+        if Path(name).expanduser().resolve() == path.resolve():
+            return table
+    raise KeyError(f"no scores for {path}")
+
+
+def to_markdown(config: CompareConfig, rows: Sequence[ComparisonRow]) -> str:
+    where = f"{config.prompts} ({config.category or 'all'} prompts)"
+    lines = [f"{config.metric} on {where}, evaluation seeds {','.join(map(str, config.eval_seeds))}, "
+             f"training seeds {','.join(map(str, config.train_seeds))}, preset {config.preset}",
+             "",
+             "| model | vs | mean [95% CI] | difference [95% CI] | win rate | p (Wilcoxon) |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        mean = f"{row.mean.estimate:.3f} [{row.mean.low:.3f}, {row.mean.high:.3f}]"
+        if row.comparison is None:
+            lines.append(f"| {row.name} | | {mean} | | | |")
+            continue
+        c = row.comparison
+        lines.append(f"| {row.name} | {row.versus} | {mean} | {c.difference.format()} | "
+                     f"{c.win_rate.estimate:.2f} | {c.p_value:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def rows_to_json(rows: Sequence[ComparisonRow]) -> list[dict]:
+    def interval(i: stats.Interval) -> dict:
+        return {"estimate": i.estimate, "low": i.low, "high": i.high, "n_prompts": i.n_prompts, "n": i.n_samples}
+
+    return [{"model": r.name, "versus": r.versus, "mean": interval(r.mean),
+             **({"difference": interval(r.comparison.difference), "win_rate": interval(r.comparison.win_rate),
+                 "p_wilcoxon": r.comparison.p_value} if r.comparison else {})} for r in rows]
+
+
+def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
+    _check(config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    outputs = train_all(config)
+    result = evaluate_all(config, outputs)
+    rows = compare(config, result.tables, outputs)
+    markdown = to_markdown(config, rows)
+    record = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()
+                         if k != "show_progress"},
+              "rows": rows_to_json(rows)}
+    record["config"]["overrides"] = dict(config.overrides)
+    tmp = config.out / ".comparison.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=list), encoding="utf-8")
+    tmp.replace(config.out / "comparison.json")
+    (config.out / "comparison.md").write_text(markdown, encoding="utf-8")
+    return rows, markdown
