@@ -142,3 +142,25 @@ def test_config_file_preset_and_flags_precedence(tmp_path):
                                                                                               128, 0.2)
     with pytest.raises(BadInputError, match="unknown preset 'dpo-sd15'; did you mean dpo-sd15-official"):
         build_config("dpo-sd15", None, {"data": "d", "output": "o"})
+
+
+def test_snapshots_are_evaluable_models_of_the_steps_so_far(preference_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from rpo_bench.models.catalog import resolve_model
+
+    config = _config(preference_folder, tmp_path, method="dpo", lora_rank=4, steps=4, snapshot_every=2)
+    Trainer(config, show_progress=False).train()
+    output = tmp_path / "out"
+    snapshots = sorted(p.name for p in (output / "snapshots").iterdir())
+    assert snapshots == ["step-2"]  # the final step is the output itself
+    snapshot = output / "snapshots" / "step-2"
+    assert json.loads((snapshot / "rpo_bench.json").read_text())["steps_done"] == 2
+    assert resolve_model(str(snapshot)).lora_repo == str(snapshot.resolve())
+    early, final = (load_file(p / "pytorch_lora_weights.safetensors") for p in (snapshot, output))
+    assert any(not torch.equal(early[k], final[k]) for k in final)  # two more steps moved the weights
+    # the same run without snapshots ends with the same weights: a snapshot changes nothing
+    plain = _config(preference_folder, tmp_path / "plain", method="dpo", lora_rank=4, steps=4)
+    Trainer(plain, show_progress=False).train()
+    again = load_file(tmp_path / "plain" / "out" / "pytorch_lora_weights.safetensors")
+    assert all(torch.equal(again[k], final[k]) for k in final)

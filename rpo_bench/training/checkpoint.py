@@ -28,6 +28,7 @@ import torch
 from rpo_bench.errors import BadInputError
 
 CHECKPOINTS = "checkpoints"
+SNAPSHOTS = "snapshots"  # evaluable model folders saved along the way (--snapshot-every), not for resuming
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"

@@ -70,6 +70,8 @@ class TrainConfig:
                               "pairs) or a number of pairs; 0: none.")
     eval_every: int = _f(50, "Measure the held-out pairs every N steps and at the end (0: only at the end).")
     checkpoint_every: int = _f(0, "Save a resumable checkpoint every N steps (0: only at the end).")
+    snapshot_every: int = _f(0, "Also save the model every N steps as OUTPUT/snapshots/step-N, a folder that "
+                             "evaluate takes like the final output (0: none).")
     checkpoints_keep: int = _f(2, "How many checkpoints to keep.")
     log_every: int = _f(1, "Print diagnostics every N steps.")
     device: str = _f("auto", "auto, cpu, cuda (under a launcher: the launcher's device).")
@@ -259,7 +261,7 @@ def _number_ranges(config: TrainConfig, sources: Mapping[str, str]) -> None:
     c = config
     for name in ("steps", "pairs_per_device", "grad_accum", "checkpoints_keep"):
         _require(getattr(c, name) >= 1, name, getattr(c, name), "an integer >= 1", sources)
-    for name in ("data_limit", "warmup_steps", "checkpoint_every", "log_every", "eval_every"):
+    for name in ("data_limit", "warmup_steps", "checkpoint_every", "snapshot_every", "log_every", "eval_every"):
         _require(getattr(c, name) >= 0, name, getattr(c, name), "an integer >= 0 (0: off)", sources)
     _require(math.isfinite(c.lr) and c.lr > 0, "lr", c.lr, "a finite number > 0", sources)
     _require(math.isfinite(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay,
@@ -309,7 +311,8 @@ def validate(config: TrainConfig, sources: Mapping[str, str] | None = None) -> N
 
 # Settings that may change between a run and its resumption without changing the result.
 # `steps` may grow only under a constant schedule: other schedules are functions of the total step count.
-RESUME_SAFE_FIELDS = {"output", "checkpoint_every", "checkpoints_keep", "log_every", "device", "name", "eval_every"}
+RESUME_SAFE_FIELDS = {"output", "checkpoint_every", "snapshot_every", "checkpoints_keep", "log_every", "device", "name",
+                      "eval_every"}
 # Settings a checkpoint written before they existed does not record, with the value that run in effect had.
 ABSENT_MEANT = {"heldout_pairs": 0.0}
 # The data is compared by its fingerprint (the trainer's resume check), not by its spelling: `pairs/`, `./pairs`

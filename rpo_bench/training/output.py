@@ -49,8 +49,10 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_output(trainer, steps_done: int) -> None:
-    config, output = trainer.config, trainer.output
+def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
+    """The trained weights, rpo_bench.json and the model card in `folder` (default: the run's output); only the
+    final output registers --name."""
+    config, output = trainer.config, folder or trainer.output
     unet = trainer.accelerator.unwrap_model(trainer.unet)
     output.mkdir(parents=True, exist_ok=True)
     if config.lora_rank > 0:
@@ -83,7 +85,7 @@ def save_output(trainer, steps_done: int) -> None:
     }
     _write_atomic(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
     _write_atomic(_card_path(output), model_card(record))
-    if config.name and not check_name_free(config.name, output, overwrite=trainer.overwrite_name):
+    if folder is None and config.name and not check_name_free(config.name, output, overwrite=trainer.overwrite_name):
         register_model(config.name, spec_table_for_output(output, record), replace=trainer.overwrite_name)
 
 

@@ -32,6 +32,7 @@ from rpo_bench.training import losses
 from rpo_bench.training.batches import draw_randomness, global_batch_indices, image_to_tensor
 from rpo_bench.training.checkpoint import (
     CHECKPOINTS,
+    SNAPSHOTS,
     STATE_FILE,
     latest_checkpoint,
     load_weights,
@@ -373,11 +374,22 @@ class Trainer:
                     log.warning(message)
                 if self._heldout_due(step + 1):  # logged before the checkpoint, so a resume keeps or replays both
                     self._evaluate_heldout(step + 1)
+                if config.snapshot_every and (step + 1) % config.snapshot_every == 0 and step + 1 < config.steps:
+                    self._snapshot(step + 1)
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
                     self._checkpoint(step + 1)
                 advance(1, status=f"loss {record['loss']:.4g}")
                 self._interrupts.raise_if_pending()
         return history
+
+    def _snapshot(self, steps_done: int) -> None:
+        """The model after `steps_done` steps as an evaluable output folder (OUTPUT/snapshots/step-N), for curves of
+        a metric against training steps. Written before a checkpoint at the same step, so a resume redoes both."""
+        if self.accelerator.is_main_process:
+            from rpo_bench.training.output import save_output
+
+            save_output(self, steps_done, folder=self.output / SNAPSHOTS / f"step-{steps_done}")
+        self.accelerator.wait_for_everyone()
 
     # -- held-out pairs -------------------------------------------------------------------------------------
     def _prepare_heldout(self) -> None:
