@@ -168,6 +168,68 @@ def rows_to_json(rows: Sequence[ComparisonRow]) -> list[dict]:
                  "p_wilcoxon": r.comparison.p_value} if r.comparison else {})} for r in rows]
 
 
+def snapshot_steps(output: Path) -> list[tuple[int, Path]]:
+    from rpo_bench.training.checkpoint import SNAPSHOTS
+
+    folder = output / SNAPSHOTS
+    found = [(int(p.name.split("-")[1]), p) for p in folder.glob("step-*") if (p / "rpo_bench.json").is_file()]
+    return sorted(found)
+
+
+def learning_curves(config: CompareConfig, outputs: Mapping[str, Path]) -> dict[str, list[tuple[int, stats.Interval]]]:
+    """The judge's score against training steps, for each method's first training seed: micro-base at step 0,
+    every snapshot (--set snapshot_every=N), the final output. Empty when no run saved snapshots."""
+    from rpo_bench.evaluate import EvaluateConfig, evaluate
+
+    seed = config.train_seeds[0]
+    points = {m: [*snapshot_steps(outputs[run_name(m, seed)]), (_steps_done(outputs[run_name(m, seed)]),
+                                                                  outputs[run_name(m, seed)])]
+              for m in config.methods}
+    if all(len(p) == 1 for p in points.values()):
+        return {}
+    models = [BASE, *(str(path) for p in points.values() for _, path in p)]
+    result = evaluate(EvaluateConfig(models=models, prompts=config.prompts, metrics=[config.metric],
+                                     seeds=list(config.eval_seeds), protocol="micro",
+                                     store=config.out / "results.sqlite", batch_size=64,
+                                     show_progress=config.show_progress))
+    by_model = {table.model: table for table in result.tables}
+    base = by_model[BASE]
+    start = stats.cluster_bootstrap(_selected(base.scores, base.categories, config.category))
+    curves = {}
+    for method, method_points in points.items():
+        curves[method] = [(0, start)]
+        for step, path in method_points:
+            table = _by_path(by_model, path)
+            curves[method].append((step, stats.cluster_bootstrap(_selected(table.scores, table.categories,
+                                                                           config.category))))
+    return curves
+
+
+def _steps_done(output: Path) -> int:
+    return int(json.loads((output / "rpo_bench.json").read_text(encoding="utf-8"))["steps_done"])
+
+
+def plot_curves(curves: Mapping[str, list[tuple[int, stats.Interval]]], config: CompareConfig, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: a file is what is wanted
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, points in curves.items():
+        steps = [s for s, _ in points]
+        axes.plot(steps, [i.estimate for _, i in points], marker="o", label=method)
+        axes.fill_between(steps, [i.low for _, i in points], [i.high for _, i in points], alpha=0.15)
+    axes.set_xlabel("training step (0: micro-base)")
+    axes.set_ylabel(f"{config.metric}, {config.category or 'all'} prompts of {config.prompts}")
+    axes.set_title(f"seed {config.train_seeds[0]}, 95% intervals over prompts")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     _check(config)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -182,5 +244,11 @@ def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     tmp = config.out / ".comparison.json.tmp"
     tmp.write_text(json.dumps(record, indent=1, default=list), encoding="utf-8")
     tmp.replace(config.out / "comparison.json")
+    curves = learning_curves(config, outputs)
+    if curves:
+        plot_curves(curves, config, config.out / "curve.png")
+        points = {m: [{"step": s, "mean": i.estimate, "low": i.low, "high": i.high} for s, i in c]
+                  for m, c in curves.items()}
+        (config.out / "curve.json").write_text(json.dumps(points, indent=1), encoding="utf-8")
     (config.out / "comparison.md").write_text(markdown, encoding="utf-8")
     return rows, markdown

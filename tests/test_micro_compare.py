@@ -1,0 +1,71 @@
+"""`rpo-bench micro compare`: every method trained from micro-base on the same data, evaluated on held-out prompts,
+compared with paired statistics; the numbers must be the ones rpo_bench.stats gives on the stored scores."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from rpo_bench import stats
+from rpo_bench.cli import main
+from rpo_bench.micro.compare import BASE, CompareConfig, run_comparison
+from tests.test_training import preference_folder  # noqa: F401 - the session's tiny preference pairs
+
+
+@pytest.fixture
+def few_micro_prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    rows = [("a small blue circle in the center, gray background", "unseen"),
+            ("a large red square on the left, white background", "unseen"),
+            ("a small orange circle on the left, white background", "unseen"),
+            ("a small yellow circle on the left, black background", "seen")]
+    path.write_text("".join(json.dumps({"prompt": p, "category": c}) + "\n" for p, c in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_compare_trains_each_method_and_reports_paired_numbers(preference_folder, few_micro_prompts,  # noqa: F811
+                                                               tmp_path):
+    config = CompareConfig(out=tmp_path / "cmp", methods=("sft", "dpo"), train_seeds=(0, 1), preset=None,
+                           overrides=dict(model=BASE, data=str(preference_folder), steps=2, pairs_per_device=2,
+                                          lr=1e-3, beta=500.0, snapshot_every=1, heldout_pairs=0, log_every=0),
+                           prompts=str(few_micro_prompts), eval_seeds=(0, 1), show_progress=False)
+    rows, markdown = run_comparison(config)
+    names = [row.name for row in rows]
+    assert names == [BASE, "sft", "dpo", "sft seed 0", "sft seed 1", "dpo seed 0", "dpo seed 1", "dpo"]
+    assert rows[-1].versus == "sft"  # dpo vs sft: the pairs of methods that were trained
+    # only the 3 unseen prompts x 2 evaluation seeds enter the numbers
+    assert all(row.mean.n_prompts == 3 and row.mean.n_samples == 6 for row in rows)
+    # a method's scores are the mean of its runs', compared with the base sample by sample: recompute that from
+    # the store's rows, independently of compare's own bookkeeping
+    with sqlite3.connect(config.out / "results.sqlite") as db:
+        stored = db.execute("SELECT i.model, i.prompt, i.seed, s.value FROM scores s JOIN images i USING (image_key) "
+                            "WHERE s.metric = 'micro-oracle'").fetchall()
+    unseen = {json.loads(line)["prompt"] for line in few_micro_prompts.read_text().splitlines()
+              if json.loads(line)["category"] == "unseen"}
+    table: dict[str, dict] = {}
+    for model, prompt, seed, value in stored:
+        if prompt in unseen:
+            table.setdefault(model, {})[(prompt, seed)] = value
+    base = table[BASE]
+    sft_runs = [table[str((config.out / f"sft-seed{s}").resolve())] for s in (0, 1)]
+    sft = {k: (sft_runs[0][k] + sft_runs[1][k]) / 2 for k in base}
+    assert rows[1].comparison.difference.estimate == pytest.approx(stats.paired_difference(sft, base).estimate)
+    assert rows[1].comparison.win_rate.estimate == pytest.approx(stats.win_rate(sft, base).estimate)
+    assert "| sft | micro-base |" in markdown
+    assert (config.out / "comparison.json").is_file() and (config.out / "comparison.md").is_file()
+    curve = json.loads((config.out / "curve.json").read_text())
+    assert [p["step"] for p in curve["dpo"]] == [0, 1, 2]  # micro-base, the step-1 snapshot, the final output
+    assert (config.out / "curve.png").stat().st_size > 1000
+    # a second run trains nothing and gives the same numbers
+    again, _ = run_comparison(config)
+    assert [r.mean for r in again] == [r.mean for r in rows]
+
+
+def test_bad_settings_are_refused_before_any_folder_is_made(tmp_path, capsys):
+    assert main(["micro", "compare", "--out", str(tmp_path / "c"), "--preset", "", "--set", "data=d",
+                 "--set", "steps=0"]) == 2
+    assert "--steps 0" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
