@@ -75,6 +75,14 @@ BENCHMARKS = (
               {"cpu": ["--repeats", "6"], "cpu-quick": ["--repeats", "2", "--skip-full"],
                "cuda": ["--repeats", "3", "--threads", "0"], "cuda-quick": ["--repeats", "2", "--threads", "0"]},
               {"cpu": 900, "cpu-quick": 240, "cuda": 180, "cuda-quick": 120}),
+    Benchmark("micro", "bench_micro.py",
+              "micro-base: `micro preferences` images/s and pairs/s; SFT/DPO/RPO steps/s at M = 16; RPO vs DPO "
+              "step time at M = 8 and 32", "RPO / DPO <= 1.05 (M = 8 and 32)",
+              {"cpu": ["--prompts", "24", "--train-steps", "20", "--rounds", "30"],
+               "cpu-quick": ["--prompts", "8", "--train-steps", "6", "--rounds", "10"],
+               "cuda": ["--prompts", "24", "--train-steps", "20", "--rounds", "30", "--threads", "0"],
+               "cuda-quick": ["--prompts", "8", "--train-steps", "6", "--rounds", "10", "--threads", "0"]},
+              {"cpu": 480, "cpu-quick": 180, "cuda": 180, "cuda-quick": 120}),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

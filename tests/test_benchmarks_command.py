@@ -27,14 +27,14 @@ def _env() -> dict[str, str]:
 def test_list_names_every_benchmark_with_its_target(capsys):
     assert bench_main(["--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("evaluate-cache", "batched-generation", "train-step", "scorers"):
+    for name in ("evaluate-cache", "batched-generation", "train-step", "scorers", "micro"):
         assert name in out
     assert "RPO / DPO <= 1.05" in out and "warm / cold <= 0.05" in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--only", "evaluate-cache,nope"], "error: --only 'evaluate-cache,nope': unknown benchmark nope; accepted: "
-                                        "evaluate-cache, batched-generation, train-step, scorers"),
+                                        "evaluate-cache, batched-generation, train-step, scorers, micro"),
     (["--device", "gpu"], "error: --device 'gpu' is not a benchmark device; accepted: cpu, cuda"),
     (["--budget", "-5"], "error: --budget -5: must be a number of seconds > 0 (0 or absent: no budget)"),
 ])
