@@ -43,7 +43,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
-from benchmarks.common import add_common_options, positive, row, run_script, synchronize  # noqa: E402
+from benchmarks.common import add_common_options, positive, row, run_script, synchronize, time_losses  # noqa: E402
 from rpo_bench.micro.preferences import DEFAULTS, build_micro_pickapic  # noqa: E402
 from rpo_bench.prompts import load_prompt_set  # noqa: E402
 from rpo_bench.training.config import build_config  # noqa: E402
@@ -160,27 +160,8 @@ def time_steps(data: Path, pairs: int, rounds: int, device: str) -> dict[str, di
             trainers[method]._optimizer_step(1 + r)  # returns floats (grad norm): waits for a GPU
             times["wall"][method].append(time.perf_counter() - wall)
             times["cpu"][method].append(time.process_time() - cpu)
-    times["loss"] = time_losses(trainers, pairs, device)
+    times["loss"] = time_losses(trainers, pairs, device, iterations=100)
     return times
-
-
-def time_losses(trainers: dict, pairs: int, device: str, iterations: int = 100) -> dict[str, list]:
-    """Seconds of `_loss` + its backward to the 4M errors, no UNet: the only work RPO adds (its M x M part)."""
-    indices = list(range(pairs))
-    generator = torch.Generator().manual_seed(0)
-    values = {k: (torch.rand(pairs, generator=generator) * 0.1).to(trainers["dpo"].accelerator.device)
-              for k in ("model_err_w", "model_err_l", "ref_err_w", "ref_err_l")}
-    out: dict[str, list] = {"dpo": [], "rpo": []}
-    for block in range(iterations // 10):
-        for method in ("dpo", "rpo") if block % 2 == 0 else ("rpo", "dpo"):
-            for _ in range(10):
-                errors = {k: v.clone().requires_grad_(k.startswith("model")) for k, v in values.items()}
-                start = time.perf_counter()
-                loss, _ = trainers[method]._loss(errors, indices)
-                loss.backward()
-                synchronize(device)
-                out[method].append(time.perf_counter() - start)
-    return out
 
 
 def compare_rows(pairs: int, times: dict[str, dict]) -> list[dict]:

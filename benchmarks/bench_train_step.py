@@ -69,7 +69,7 @@ from benchmarks.common import (  # noqa: E402
     run_script,
     save_pipeline_atomically,
     sd15_pipeline,
-    synchronize,
+    time_losses,
 )
 from rpo_bench.training.config import build_config  # noqa: E402
 from rpo_bench.training.trainer import Trainer  # noqa: E402
@@ -178,33 +178,12 @@ def time_steps(model: str, data: Path, lora_rank: int, rounds: int, device: str 
             trainers[method]._optimizer_step(1 + r)  # returns floats (grad norm): waits for the GPU
             times["wall"][method].append(time.perf_counter() - wall)
             times["cpu"][method].append(time.process_time() - cpu)
-    times["loss"] = time_losses(trainers, device)
+    times["loss"] = time_losses(trainers, PAIRS, device)
     del trainers, trainer
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()  # the next configuration measures its own peak from a clean device
     return times
-
-
-def time_losses(trainers: dict, device: str = "cpu", iterations: int = 200) -> dict[str, list]:
-    """Seconds of `_loss` (weights, loss, diagnostics) + its backward to the 4M errors, without the UNet: the
-    only part of a step where RPO does anything DPO does not. Alternated in blocks of 10 calls."""
-    m = PAIRS
-    indices = list(range(m))
-    generator = torch.Generator().manual_seed(0)
-    values = {k: (torch.rand(m, generator=generator) * 0.1).to(trainers["dpo"].accelerator.device)
-              for k in ("model_err_w", "model_err_l", "ref_err_w", "ref_err_l")}
-    out: dict[str, list] = {"dpo": [], "rpo": []}
-    for block in range(iterations // 10):
-        for method in ("dpo", "rpo") if block % 2 == 0 else ("rpo", "dpo"):
-            for _ in range(10):
-                errors = {k: v.clone().requires_grad_(k.startswith("model")) for k, v in values.items()}
-                start = time.perf_counter()
-                loss, _ = trainers[method]._loss(errors, indices)
-                loss.backward()
-                synchronize(device)
-                out[method].append(time.perf_counter() - start)
-    return out
 
 
 def report_times(label: str, times: dict[str, dict], detail_rows: bool = False) -> list[dict]:

@@ -20,6 +20,7 @@ Scores = Mapping[tuple[Hashable, int], float]
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_LEVEL = 0.95
+_TIE_TOLERANCE = 1e-9  # relative: differences below this are float rounding, not a difference in score
 _CHUNK = 20_000_000  # index draws per chunk: bounds memory at ~160 MB however many prompts there are
 
 
@@ -86,6 +87,16 @@ def cluster_bootstrap(values: Scores, level: float = DEFAULT_LEVEL, resamples: i
     return Interval(estimate, float(low), float(high), n, int(counts.sum()), level)
 
 
+def _differences(model: Scores, baseline: Scores, keys) -> dict:
+    """model - baseline per sample, with rounding noise counted as a tie: a mean over runs such as (0.8 + 0.8 + 0.8)
+    / 3 is 0.8000000000000002, which must tie with 0.8, not beat it."""
+    out = {}
+    for k in keys:
+        a, b = float(model[k]), float(baseline[k])
+        out[k] = 0.0 if abs(a - b) <= _TIE_TOLERANCE * max(1.0, abs(a), abs(b)) else a - b
+    return out
+
+
 def shared_keys(a: Scores, b: Scores) -> list[tuple[Hashable, int]]:
     """The (prompt, seed) samples both tables have: a comparison only ever uses those."""
     return sorted(set(a) & set(b), key=repr)
@@ -105,7 +116,7 @@ def win_rate(model: Scores, baseline: Scores, higher_is_better: bool = True, **o
     if not keys:
         raise ValueError("the two score tables share no (prompt, seed) sample")
     sign = 1.0 if higher_is_better else -1.0
-    outcomes = {k: 0.5 + 0.5 * float(np.sign(sign * (model[k] - baseline[k]))) for k in keys}
+    outcomes = {k: 0.5 + 0.5 * float(np.sign(sign * d)) for k, d in _differences(model, baseline, keys).items()}
     return cluster_bootstrap(outcomes, **options)
 
 
@@ -115,7 +126,7 @@ def wilcoxon_p(model: Scores, baseline: Scores) -> float:
     from scipy.stats import wilcoxon
 
     keys = shared_keys(model, baseline)
-    sums, counts = _clusters({k: model[k] - baseline[k] for k in keys})
+    sums, counts = _clusters(_differences(model, baseline, keys))
     per_prompt = sums / counts
     if len(per_prompt) == 0 or not np.any(per_prompt != 0):
         return 1.0

@@ -119,3 +119,11 @@ def test_reruns_are_byte_identical_and_order_independent():
     shuffled = dict(reversed(list(table.items())))
     assert stats.cluster_bootstrap(table, seed=7) == stats.cluster_bootstrap(shuffled, seed=7)
     assert stats.cluster_bootstrap(table, seed=7) != stats.cluster_bootstrap(table, seed=8)
+
+
+def test_rounding_noise_of_averaged_scores_is_a_tie():
+    base = {(p, 0): 0.8 for p in range(10)}
+    averaged = {(p, 0): (0.8 + 0.8 + 0.8) / 3 for p in range(10)}  # 0.8000000000000002
+    assert averaged[(0, 0)] != 0.8
+    assert stats.win_rate(averaged, base).estimate == 0.5
+    assert stats.wilcoxon_p(averaged, base) == 1.0

@@ -123,6 +123,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                               pairs_per_device=1, grad_accum=128, steps=2000, lr_scheduler="constant_with_warmup",
                               warmup_steps=500, caption_dropout=0.2, mixed_precision="fp16", resolution=1024,
                               gradient_checkpointing=True, lora_rank=0),
+    # The micro world's recipe, from the sweep in docs/micro-recipe.md: the full 1.1M-parameter UNet (LoRA is slower
+    # there), a learning rate low enough not to undo micro-base's EMA-smoothed weights (3e-5 and above made every
+    # method worse than the base), caption dropout 0.1 as micro-base was trained with (without it the unconditional
+    # branch that CFG 5 amplifies drifts), 16 pairs a step, 400 steps (~1.2 passes over micro-pickapic).
+    "micro": dict(model="micro-base", data="micro-pickapic", lora_rank=0, lr=1e-5, beta=5000.0, tau=0.5,
+                  caption_dropout=0.1, pairs_per_device=16, steps=400, eval_every=100, log_every=50),
     "tiny-cpu": dict(model="tiny-sd15", pairs_per_device=4, steps=20, lr=1e-4, lora_rank=4, beta=500.0,
                      warmup_steps=0, checkpoint_every=10),
 }
