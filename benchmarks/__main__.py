@@ -213,6 +213,20 @@ def machine(device: str) -> dict:
 
 
 # -- running ------------------------------------------------------------------------------------------------------
+def _kill_group(child: subprocess.Popen) -> None:
+    """SIGKILL the benchmark and its children, and wait until none is left: a grandchild still dying could
+    otherwise write into the temporary folder while it is being removed, and leave it behind."""
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def run_one(bench: Benchmark, device: str, profile: str, timeout: float) -> dict:
     """Run one benchmark script in its own process group; its output streams to this terminal."""
     with tempfile.TemporaryDirectory(prefix="rpo-bench-rows-") as tmp:
@@ -229,12 +243,10 @@ def run_one(bench: Benchmark, device: str, profile: str, timeout: float) -> dict
             code = child.wait(timeout=timeout)
             status = "ok" if code == 0 else f"failed (exit {code})"
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+            _kill_group(child)
             status = f"timed out after {timeout:.0f} s"
         except KeyboardInterrupt:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+            _kill_group(child)
             raise
         seconds = time.perf_counter() - started
         rows = json.loads(rows_file.read_text()) if status == "ok" and rows_file.is_file() else []
