@@ -111,7 +111,7 @@ def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path]) ->
     base = _selected(base_table.scores, base_table.categories, config.category)
     run_scores = {}
     for run, path in outputs.items():
-        table = by_model.get(str(path)) or by_model.get(path.name) or _by_path(by_model, path)
+        table = _by_path(by_model, path)
         run_scores[run] = _selected(table.scores, table.categories, config.category)
     higher = base_table.higher_is_better
     rows = [ComparisonRow(BASE, "", stats.cluster_bootstrap(base), None)]
@@ -226,13 +226,17 @@ def plot_curves(curves: Mapping[str, list[tuple[int, stats.Interval]]], config: 
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, format="png")
     plt.close(figure)
+    tmp.replace(path)
 
 
 def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
+    from rpo_bench.config import writable_dir
+
     _check(config)
-    config.out.mkdir(parents=True, exist_ok=True)
+    writable_dir(config.out, "the comparison's runs and results")
     outputs = train_all(config)
     result = evaluate_all(config, outputs)
     rows = compare(config, result.tables, outputs)
@@ -241,14 +245,18 @@ def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
                          if k != "show_progress"},
               "rows": rows_to_json(rows)}
     record["config"]["overrides"] = dict(config.overrides)
-    tmp = config.out / ".comparison.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=list), encoding="utf-8")
-    tmp.replace(config.out / "comparison.json")
+    _write_atomic(config.out / "comparison.json", json.dumps(record, indent=1, default=list))
     curves = learning_curves(config, outputs)
     if curves:
         plot_curves(curves, config, config.out / "curve.png")
         points = {m: [{"step": s, "mean": i.estimate, "low": i.low, "high": i.high} for s, i in c]
                   for m, c in curves.items()}
-        (config.out / "curve.json").write_text(json.dumps(points, indent=1), encoding="utf-8")
-    (config.out / "comparison.md").write_text(markdown, encoding="utf-8")
+        _write_atomic(config.out / "curve.json", json.dumps(points, indent=1))
+    _write_atomic(config.out / "comparison.md", markdown)
     return rows, markdown
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
