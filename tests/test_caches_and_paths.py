@@ -22,6 +22,7 @@ from rpo_bench.image_cache import ImageCache
 from rpo_bench.models.tiny import ensure_tiny_model
 from rpo_bench.store import ResultsStore
 from rpo_bench.training.embeddings import EmbeddingCache
+from tests.test_evaluate import _store_content
 
 
 def _one_error_line(capsys) -> str:
@@ -37,16 +38,6 @@ def _evaluate_args(tmp_path: Path, *extra: str) -> list[str]:
     return ["evaluate", "--models", "tiny-sd15", "--prompts", "smoke", "--metrics", "tiny-clip", "--seeds", "0",
             "--protocol", "tiny", "--batch-size", "1", "--store", str(tmp_path / "r.sqlite"),
             "--image-cache", str(tmp_path / "images"), *extra]
-
-
-def _store_content(path: Path):
-    db = sqlite3.connect(path)
-    images = db.execute("SELECT image_key, model, model_fingerprint, protocol_fingerprint, prompt, seed, "
-                        "image_sha256 FROM images ORDER BY image_key").fetchall()
-    scores = db.execute("SELECT image_key, metric, metric_version, value FROM scores "
-                        "ORDER BY image_key, metric").fetchall()
-    db.close()
-    return images, scores
 
 
 # -- 1. the image cache verifies what it reads -----------------------------------------------------------------
