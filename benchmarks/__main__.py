@@ -83,6 +83,11 @@ BENCHMARKS = (
                "cuda": ["--prompts", "24", "--train-steps", "20", "--rounds", "30", "--threads", "0"],
                "cuda-quick": ["--prompts", "8", "--train-steps", "6", "--rounds", "10", "--threads", "0"]},
               {"cpu": 480, "cpu-quick": 180, "cuda": 180, "cuda-quick": 120}),
+    Benchmark("style", "bench_style.py",
+              "`train --style micro-sketch` + `evaluate --style micro-sketch` wall time, default budget, fresh home; "
+              "style probe fit time", "train + evaluate / 10 minutes <= 1",
+              {"cpu": [], "cpu-quick": [], "cuda": ["--threads", "0"], "cuda-quick": ["--threads", "0"]},
+              {"cpu": 900, "cpu-quick": 900, "cuda": 300, "cuda-quick": 300}),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

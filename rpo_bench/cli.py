@@ -69,12 +69,18 @@ DEFAULT_METRICS = ("micro-oracle,micro-oracle:colour,micro-oracle:shape,micro-or
 # -- evaluate -----------------------------------------------------------------------------------------------
 @app.command()
 def evaluate(
-    models: str = typer.Option("micro-base", help="Comma-separated model names or diffusers folders."),
-    prompts: str = typer.Option("micro-test", help="Prompt set name, or a .txt / .jsonl file."),
-    metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated metrics; NAME or NAME:ARG."),
+    models: str | None = typer.Option(None, help="Comma-separated model names or diffusers folders (default: "
+                                      "micro-base; with --style: the style's base model, then these)."),
+    prompts: str | None = typer.Option(None, help="Prompt set name, or a .txt / .jsonl file (default: micro-test; "
+                                       "with --style: the style's held-out prompts)."),
+    metrics: str | None = typer.Option(None, help="Comma-separated metrics; NAME or NAME:ARG (default: the micro "
+                                       "world's oracle and micro-clip; with --style: the style metrics, plus these)."),
     seeds: str = typer.Option("0", help="Seeds: integers and ranges, e.g. 0,1 or 0-3."),
-    protocol: str | None = typer.Option("micro,micro-fast", help="Sampling protocol(s), comma-separated; every "
-                                        "model under each. Empty: each model's own."),
+    protocol: str | None = typer.Option(None, help="Sampling protocol(s), comma-separated; every model under each "
+                                        "(default: micro,micro-fast; with --style: the style's). Empty: each "
+                                        "model's own."),
+    style: str | None = typer.Option(None, help="Evaluate style alignment to style S (rpo-bench styles lists them): "
+                                     "its prompts, its base model as the baseline, style gained vs content kept."),
     store: Path | None = typer.Option(None, help="Results store (SQLite); default $RPO_BENCH_HOME/results.sqlite."),
     image_cache: Path | None = typer.Option(None, help="Image cache folder; default $RPO_BENCH_HOME/images."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N, mps."),
@@ -85,18 +91,41 @@ def evaluate(
     baseline: str | None = typer.Option(None, help="The model every other is compared with, paired by prompt and "
                                         "seed; one of --models (default: the first)."),
     by: str | None = typer.Option(None, help="category: also summarise each prompt category (e.g. seen and "
-                                  "held-out prompts) on its own."),
+                                  "held-out prompts) on its own (with --style: the default when the prompts have "
+                                  "categories)."),
+    grid: Path | None = typer.Option(None, help="Also write a PNG grid: the first 6 prompts (rows) x the models "
+                                     "(columns), at the first seed and protocol."),
 ) -> None:
     """Generate (cached, seeded) and score images: models x protocols x prompts x seeds x metrics."""
     from rpo_bench.evaluate import EvaluateConfig, default_image_cache, default_store_path, parse_seeds
     from rpo_bench.evaluate import evaluate as run_evaluate
     from rpo_bench.metrics import comma_separated, parse_metric_list
 
-    config = EvaluateConfig(models=comma_separated(models, "--models", "model names or diffusers folders"),
-                            prompts=prompts, metrics=parse_metric_list(metrics), seeds=parse_seeds(seeds),
-                            protocol=protocol or None, store=store or default_store_path(),
-                            image_cache=image_cache or default_image_cache(), device=device, dtype=dtype,
-                            score_dtype=score_dtype, batch_size=batch_size, baseline=baseline, by=by)
+    # None: not given (the defaults below apply); "" is given, and refused as empty by comma_separated
+    model_names = comma_separated(models, "--models", "model names or diffusers folders") if models is not None else []
+    options = {"seeds": parse_seeds(seeds), "store": store or default_store_path(),
+               "image_cache": image_cache or default_image_cache(), "device": device, "dtype": dtype,
+               "score_dtype": score_dtype, "batch_size": batch_size}
+    plan = None
+    if style is not None:
+        from rpo_bench.style_evaluate import style_config
+
+        extra = parse_metric_list(metrics) if metrics is not None else []
+        plan = style_config(style, model_names, extra, prompts=prompts, protocol=protocol, by=by,
+                            **options)
+        if baseline is not None:
+            plan.config.baseline = baseline
+        config = plan.config
+    else:
+        config = EvaluateConfig(models=model_names or ["micro-base"],
+                                prompts=prompts if prompts is not None else "micro-test",
+                                metrics=parse_metric_list(metrics if metrics is not None else DEFAULT_METRICS),
+                                protocol=(protocol if protocol is not None else "micro,micro-fast") or None,
+                                baseline=baseline, by=by, **options)
+    if grid is not None:  # a bad grid path fails before any image is made
+        from rpo_bench.grids import check_png_path
+
+        check_png_path(grid)
     if store is None:  # the default store's folder is ours to make; a given --store's folder must exist
         from rpo_bench.config import writable_dir
 
@@ -106,8 +135,16 @@ def evaluate(
         return
     console.print(f"run {result.run_id}  ·  {config.prompts} x seeds {seeds}  ·  store {config.store}", soft_wrap=True)
     print_summary(result.summary)
+    if plan is not None:
+        print_style_table(plan, result.summary)
+    for note in [*(plan.notes if plan else []), *result.notes]:
+        console.print(note, soft_wrap=True)
     scored = ", ".join(f"{k} {v}" for k, v in result.scored.items())
     console.print(f"generated {result.generated} images, reused {result.reused} from the image cache; scored {scored}")
+    if grid is not None:
+        from rpo_bench.grids import write_evaluate_grid
+
+        console.print(f"grid: {write_evaluate_grid(config, grid)}", soft_wrap=True)
 
 
 def _p_text(p: float | None) -> str:
@@ -174,6 +211,27 @@ def print_summary(rows: list) -> None:
         console.print(note)
 
 
+def print_style_table(plan, summary: list) -> None:
+    """`evaluate --style`: style gained vs content kept, every model against the style's base model."""
+    from rich import box
+
+    from rpo_bench.style_evaluate import gain_table
+
+    columns, rows = gain_table(plan, summary)
+    table = Table(title=f"style gained vs content kept  ·  {plan.style.name}, each model minus "
+                        f"{plan.config.baseline} on the same prompts and seeds", box=box.SIMPLE_HEAD,
+                  show_edge=False, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("protocol", "model", "prompts") else "right")
+    for row in rows:
+        table.add_row(*row)
+    if console.is_terminal:
+        console.print(table)
+    else:  # a pipe or log gets the table at its natural width, as print_summary does
+        natural = console.measure(table, options=console.options.update_width(1_000)).maximum
+        UserTextConsole(file=console.file, width=max(natural, console.width), emoji=False).print(table)
+
+
 # -- train, pairs, presets ----------------------------------------------------------------------------------------
 def _register_training_commands() -> None:
     from rpo_bench.cli_micro import micro_app
@@ -210,6 +268,15 @@ app.add_typer(models_app, name="models")
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(protocols_app, name="protocols")
+
+
+def _register_styles() -> None:
+    from rpo_bench.cli_styles import styles_app
+
+    app.add_typer(styles_app, name="styles")
+
+
+_register_styles()
 
 
 @models_app.callback(invoke_without_command=True)

@@ -94,6 +94,9 @@ def compare(
     prompts: str = typer.Option("micro-test", help="Evaluation prompt set."),
     category: str = typer.Option("unseen", help="Compare on the prompts of this category ('' for all)."),
     eval_seeds: str = typer.Option("0-3", help="Evaluation seeds."),
+    style: str | None = typer.Option(None, help="A micro style (rpo-bench styles): every run trains --style S at "
+                                     "the micro-style preset and is judged by micro-style:S on the style's "
+                                     "held-out content prompts, beside micro-oracle and the style probe."),
 ) -> None:
     """Train SFT, DPO and RPO from micro-base on the same data and budget over several seeds, evaluate them on
     held-out prompts with the ground-truth judge, and compare each with micro-base and RPO with DPO."""
@@ -106,7 +109,27 @@ def compare(
     overrides = dict(parse_setting(item) for item in set_)
     config = CompareConfig(out=out, methods=comma_separated(methods, "--methods", "methods (sft, dpo, rpo)"),
                            train_seeds=parse_seeds(train_seeds), preset=preset or None, overrides=overrides,
-                           prompts=prompts, category=category or None, eval_seeds=parse_seeds(eval_seeds))
+                           prompts=prompts, category=category or None, eval_seeds=parse_seeds(eval_seeds),
+                           style=style)
     _, markdown = run_comparison(config)
     for line in markdown.splitlines():  # the console escapes control characters, newlines included
         console.print(line)
+
+
+@micro_app.command("grid")
+def grid(
+    out: Path = typer.Option(Path("micro-world-grid.png"), help="PNG to write (its folder is created)."),
+    prompts: int = typer.Option(5, help="Rows: the first N held-out (unseen) micro-test prompts."),
+    seed: int = typer.Option(0, help="Seed of the renders and of micro-base's images."),
+) -> None:
+    """A picture of the micro world: for held-out prompts, every style as rendered beside micro-base's image of
+    the prompt worded for that style (generated through evaluate into the default store and image cache)."""
+    from PIL import Image
+
+    from rpo_bench.cli import console
+    from rpo_bench.micro.world_grid import write_micro_world_grid
+
+    path = write_micro_world_grid(out, prompts=prompts, seed=seed)
+    with Image.open(path) as image:
+        width, height = image.size
+    console.print(f"written: {path} ({width}x{height} px)", soft_wrap=True)

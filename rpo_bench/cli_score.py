@@ -49,3 +49,5 @@ def score(
         table.add_row(f"{s.metric} {'↑' if s.higher_is_better else '↓'}", str(len(s.values)), f"{s.mean:.4f}{stderr}",
                       s.version)
     console.print(table)
+    for note in (note for s in summaries for note in s.notes):
+        console.print(note, soft_wrap=True)

@@ -79,6 +79,7 @@ class EvaluateResult:
     rebuilt: int = 0  # images whose cached file failed verification and were regenerated and rescored
     summary: list[SummaryRow] = field(default_factory=list)
     tables: list[ScoreTable] = field(default_factory=list)  # the per-sample scores the summary was computed from
+    notes: list[str] = field(default_factory=list)  # what the metrics ask to print beside their numbers
 
 
 @dataclass
@@ -238,6 +239,7 @@ def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: 
     if not todo:
         return 0, damaged
     rows = {row["image_key"]: row for row in store.image_rows(todo)}
+    base = resolve_model(metric.paired_with_model) if metric.paired_with_model is not None else None
     metric.load(device, dtype)
     run.ensure()
     scored = 0
@@ -247,14 +249,39 @@ def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: 
             images = {k: cache.read(rows[k]["image_sha256"]) for k in batch}
             damaged.update(k for k, image in images.items() if image is None)
             good = [k for k in batch if images[k] is not None]
+            if base is not None:  # a paired metric scores only the images whose base counterpart is readable
+                base_images = _base_images(base, good, rows, cache, damaged)
+                good = [k for k in good if k in base_images]
             if good:
-                values = metric.score([images[k] for k in good], [rows[k]["prompt"] for k in good])
+                values = (metric.score_pairs([images[k] for k in good], [base_images[k] for k in good])
+                          if base is not None
+                          else metric.score([images[k] for k in good], [rows[k]["prompt"] for k in good]))
                 store.add_scores(metric.key, version, run.run_id, list(zip(good, values, strict=True)))
                 scored += len(good)
             advance(len(batch))
     metric.unload()
     _free_memory()
     return scored, damaged
+
+
+def _base_images(base: ModelSpec, keys: list[str], rows: dict[str, dict], cache: ImageCache,
+                 damaged: set[str]) -> dict:
+    """key -> the base model's image for the same prompt, seed, protocol and dtype (a paired metric's other half).
+
+    `_check_pairs` made sure the base model ran under every protocol, so a base image absent from the cache was
+    damaged since it was made: its key joins `damaged`, the next pass regenerates it and scores the pair then."""
+    fingerprint = model_fingerprint(base)
+    base_keys = {k: generation_key(fingerprint, PROTOCOLS.get(rows[k]["protocol"]).fingerprint(base.family),
+                                   rows[k]["dtype"], rows[k]["prompt"], rows[k]["seed"]) for k in keys}
+    found = cache.lookup(base_keys.values())
+    images = {}
+    for key, base_key in base_keys.items():
+        image = cache.read(found[base_key]) if base_key in found else None
+        if image is None:
+            damaged.add(base_key)
+        else:
+            images[key] = image
+    return images
 
 
 def _free_memory() -> None:
@@ -314,6 +341,23 @@ def _check_config(config: EvaluateConfig) -> None:
     _check_summary_options(config)
 
 
+def _check_pairs(config: EvaluateConfig, metrics: list[Metric]) -> None:
+    """A paired metric (base-sim:S) needs its base model among the models, under every protocol the others use."""
+    for metric in metrics:
+        if metric.paired_with_model is None:
+            continue
+        base = resolve_model(metric.paired_with_model)
+        specs = [resolve_model(name) for name in config.models]
+        if base.name not in {spec.name for spec in specs}:
+            raise BadInputError(f"{metric.key} compares with {metric.arg}'s base model {metric.paired_with_model}: "
+                                f"add {metric.paired_with_model} to --models")
+        wanted = {name for spec in specs for name in protocol_names(config, spec)}
+        if not wanted <= set(protocol_names(config, base)):
+            raise BadInputError(f"{metric.key} compares images made under the same protocol, and "
+                                f"{metric.paired_with_model} runs only {', '.join(protocol_names(config, base))}; "
+                                f"accepted: one --protocol for every model (e.g. --protocol {base.protocol})")
+
+
 def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> EvaluateResult:
     _check_config(config)
     context = context or process_context(config.device)
@@ -325,6 +369,7 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
     prompt_set = load_prompt_set(config.prompts)
     _check_categories(config, prompt_set)
     metrics = [make_metric(m) for m in config.metrics]
+    _check_pairs(config, metrics)
     for name in config.models:
         for protocol_name in protocol_names(config, resolve_model(name)):
             PROTOCOLS.get(protocol_name)
@@ -347,6 +392,7 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
         context.barrier()
         result.tables = _score_tables(store, config, plans, metrics, score_dtype)
         result.summary = summarise(config, result.tables)
+        result.notes = [note for metric in metrics for note in metric.notes()]
     finally:
         store.close()
         cache.close()

@@ -140,6 +140,15 @@ def check_table_values(kind: str, name: str, table: Mapping[str, Any], rules: Ma
             raise BadInputError(f"[{kind}.{name}] {key} = {_shown(value)}: accepted: {rule.accepted}")
 
 
+_ALL: list[Registry] = []
+
+
+def reset_all_user_entries() -> None:
+    """Forget every registry's user entries (the home moved, or registry.toml changed): they are read again."""
+    for registry in _ALL:
+        registry.reset_plugins()
+
+
 class Registry(Generic[T]):
     """Named entries of one kind, with aliases, lazy targets, user TOML entries and entry points.
 
@@ -149,11 +158,13 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, from_table: Callable[[str, Mapping[str, Any]], Any] | None = None,
                  noun: str | None = None):
+        _ALL.append(self)
         self.kind = kind
         self.noun = noun or (kind[:-1] if kind.endswith("s") else kind)  # what one entry is called in messages
         self.from_table = from_table
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
+        self._shadowed: dict[str, Entry[T]] = {}  # built-ins a user entry of the same name replaced
         self._plugins_loaded = False
 
     # -- adding -----------------------------------------------------------------------------------------
@@ -169,6 +180,9 @@ class Registry(Generic[T]):
     ) -> None:
         if not replace and (name in self._entries or name in self._aliases):
             raise ValueError(f"{self.kind} {name!r} is already registered")
+        replaced = self._entries.get(name)
+        if replaced is not None and replaced.source == "built-in" and source != "built-in":
+            self._shadowed[name] = replaced  # a user entry overrides it until the user entries are re-read
         self._entries[name] = Entry(name, target, summary, tuple(aliases), source)
         for alias in aliases:
             self._aliases[alias] = name
@@ -201,7 +215,8 @@ class Registry(Generic[T]):
 
     def reset_plugins(self) -> None:
         """Forget user entries so they are read again (the user file changed, or a test moved the home)."""
-        self._entries = {k: e for k, e in self._entries.items() if e.source == "built-in"}
+        self._entries = {k: e for k, e in self._entries.items() if e.source == "built-in"} | self._shadowed
+        self._shadowed = {}
         self._aliases = {a: n for a, n in self._aliases.items() if n in self._entries}
         self._plugins_loaded = False
 

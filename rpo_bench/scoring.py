@@ -26,6 +26,7 @@ class ScoreSummary:
     version: str
     higher_is_better: bool
     values: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the metric's own lines (a style probe's held-out accuracy)
 
     @property
     def mean(self) -> float:
@@ -137,6 +138,11 @@ def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Se
         raise BadInputError(f"--batch-size {batch_size}: accepted: an integer >= 1")
     check_output_file(out)
     metrics = [make_metric(spec) for spec in metric_specs]  # unknown names fail before any work
+    for metric in metrics:
+        if metric.paired_with_model is not None:  # base-sim:S needs the base model's image of the same seed
+            raise BadInputError(f"{metric.key} compares each image with {metric.paired_with_model}'s image for the "
+                                "same prompt and seed, which image files do not have; accepted: use it in "
+                                "`rpo-bench evaluate`")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     for path, text in zip(images, prompts, strict=True):
@@ -167,5 +173,5 @@ def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Se
                 advance(len(batch))
         metric.unload()
         summaries.append(ScoreSummary(metric.key, version, metric.higher_is_better,
-                                      [values[i] for i in range(len(images))]))
+                                      [values[i] for i in range(len(images))], metric.notes()))
     return summaries

@@ -21,10 +21,6 @@ def rpo_home(session_home, monkeypatch):
     """Every test sees the same session home (built tiny models are reused) and re-reads user registries."""
     monkeypatch.setenv("RPO_BENCH_HOME", str(session_home))
     yield session_home
-    from rpo_bench.metrics import METRICS
-    from rpo_bench.models.catalog import MODELS
-    from rpo_bench.prompts import PROMPT_SETS
-    from rpo_bench.protocols import PROTOCOLS
+    from rpo_bench.registry import reset_all_user_entries
 
-    for registry in (MODELS, METRICS, PROMPT_SETS, PROTOCOLS):
-        registry.reset_plugins()
+    reset_all_user_entries()

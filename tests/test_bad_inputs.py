@@ -307,6 +307,28 @@ _registry_writer("taken_name", '[models.taken]\nfamily = "sd15"\ntiny = "tiny-sd
                  "[models.taken] already registered")
 
 
+# -- styles ---------------------------------------------------------------------------------------------------------
+def _style_registry(ws: Workspace, folder: Path) -> None:
+    _write(ws.home / "registry.toml", f'[styles.mine]\nfolder = "{folder}"\nprompts = "smoke"\n'
+                                      'base_model = "tiny-sd15"\nembedding = "tiny-clip:0"\n')
+
+
+@setup
+def style_unreadable_references(ws: Workspace) -> None:
+    """[styles.mine] whose folder holds three .png files that are text"""
+    for i in range(3):
+        _write(ws.tmp / "refs" / f"{i}.png", b"not an image")
+    _style_registry(ws, ws.tmp / "refs")
+
+
+@setup
+def style_few_references(ws: Workspace) -> None:
+    """[styles.mine] whose folder holds 5 readable PNGs"""
+    for i in range(5):
+        _noise_image(32, 32, seed=i).save(_write(ws.tmp / "refs" / f"{i}.png", b""))
+    _style_registry(ws, ws.tmp / "refs")
+
+
 # -- model folders (built from the shared tiny models) ------------------------------------------------------------
 def _tiny(ws: Workspace, kind: str) -> Path:
     from rpo_bench.models.tiny import ensure_tiny_model
@@ -565,6 +587,25 @@ CASES: list[Case] = [
     C("score-unknown-device", "names", "score {tmp}/images --prompt cat --device tpu", "'tpu'", "images"),
     C("score-unknown-dtype", "names", "score {tmp}/images --prompt cat --dtype float8", "'float8'", "images"),
     C("micro-preferences-unknown-device", "names", "micro preferences --out {tmp}/p --device tpu", "'tpu'"),
+    C("styles-show-unknown", "names", "styles show vangog", "'vangog'"),
+    C("evaluate-unknown-style", "names", (*EVAL, "--style", "cubism"), "'cubism'"),
+    C("evaluate-base-sim-without-base", "names", (*EVAL, "--models", "tiny-sd15", "--metrics",
+                                                  "base-sim:micro-sketch"), "micro-base"),
+    C("evaluate-grid-not-png", "names", (*EVAL, "--grid", "{tmp}/grid.jpg"), "'.jpg'"),
+    C("train-unknown-style", "names", ("train", "--style", "cubism", "--output", "{tmp}/out", "--quiet"),
+      "'cubism'"),
+    C("train-style-unknown-pairs", "names", ("train", "--style", "micro-sketch", "--pairs", "both", "--output",
+                                             "{tmp}/out", "--quiet"), "'both'"),
+    C("train-style-relabel-without-data", "names", ("train", "--style", "sketch", "--pairs", "relabel", "--output",
+                                                    "{tmp}/out", "--quiet"), "--pairs relabel"),
+    C("train-style-references-unreadable", "paths", ("train", "--style", "mine", "--output", "{tmp}/out", "--quiet"),
+      "no readable images", "style_unreadable_references"),
+    C("train-style-too-few-references", "paths", ("train", "--style", "mine", "--output", "{tmp}/out", "--quiet"),
+      "at least 20", "style_few_references"),
+    C("train-style-dataset-offline", "names", ("train", "--style", "vangogh", "--output", "{tmp}/out", "--quiet"),
+      "huggan/wikiart"),
+    C("styles-fetch-offline", "names", "styles fetch vangogh", "HF_HUB_OFFLINE"),
+    C("micro-compare-style-not-micro", "names", "micro compare --out {tmp}/c --style vangogh", "'vangogh'"),
     # metric arguments
     C("evaluate-empty-metrics", "names", (*EVAL, "--metrics", ""), "--metrics"),
     C("evaluate-empty-models", "names", (*EVAL, "--models", ""), "models"),
@@ -608,6 +649,7 @@ CASES: list[Case] = [
       "-1"),
     C("micro-preferences-label-noise-nan", "numbers", "micro preferences --out {tmp}/p --label-noise nan", "nan"),
     C("micro-build-threads-zero", "numbers", "micro build --out {tmp}/m --threads 0", "--threads 0"),
+    C("micro-grid-prompts-zero", "numbers", "micro grid --out {tmp}/g.png --prompts 0", "--prompts 0"),
     C("micro-build-seed-negative", "numbers", "micro build --out {tmp}/m --seed -1", "--seed -1"),
     C("micro-preferences-pairs-per-prompt-zero", "numbers", "micro preferences --out {tmp}/p --pairs-per-prompt 0",
       "pairs per prompt = 0"),
@@ -834,13 +876,9 @@ def _store_rows(store: Path) -> int:
 
 
 def _reset_registries() -> None:
-    from rpo_bench.metrics import METRICS
-    from rpo_bench.models.catalog import MODELS
-    from rpo_bench.prompts import PROMPT_SETS
-    from rpo_bench.protocols import PROTOCOLS
+    from rpo_bench.registry import reset_all_user_entries
 
-    for registry in (MODELS, METRICS, PROMPT_SETS, PROTOCOLS):
-        registry.reset_plugins()
+    reset_all_user_entries()
 
 
 def run_case(case: Case | Accepted, ws: Workspace) -> Outcome:

@@ -93,12 +93,9 @@ class PinnedScorer(Metric):
 
 
 def _reset_registries() -> None:
-    from rpo_bench.metrics import METRICS
-    from rpo_bench.models.catalog import MODELS
-    from rpo_bench.prompts import PROMPT_SETS
+    from rpo_bench.registry import reset_all_user_entries
 
-    for registry in (MODELS, METRICS, PROMPT_SETS):
-        registry.reset_plugins()
+    reset_all_user_entries()
 
 
 @pytest.fixture

@@ -69,3 +69,38 @@ def test_bad_settings_are_refused_before_any_folder_is_made(tmp_path, capsys):
                  "--set", "steps=0"]) == 2
     assert "--steps 0" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_style_compare_judges_style_beside_content_and_probe(tmp_path, monkeypatch, session_home):
+    """--style: every run trains the style (reference pairs), the tables are the judge's style probability, then
+    content (micro-oracle) and the probe, on the style's content prompts; probe agreement and a grid are written."""
+    from rpo_bench.styles import STYLES
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (session_home / "models").mkdir(exist_ok=True)
+    (home / "models").symlink_to(session_home / "models", target_is_directory=True)
+    prompts = tmp_path / "content.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "category": "content"}) + "\n" for p in (
+        "a small blue circle in the center, gray background", "a large red square on the left, white background")),
+        encoding="utf-8")
+    (home / "registry.toml").write_text(
+        f'[styles.mini-sketch]\nmicro = "sketch"\nprompts = "{prompts}"\nreferences = 20\n'
+        'judges = ["micro-style:sketch", "micro-oracle"]\ncsd = false\n', encoding="utf-8")
+    monkeypatch.setenv("RPO_BENCH_HOME", str(home))
+    STYLES.reset_plugins()
+    config = CompareConfig(out=tmp_path / "cmp", methods=("sft", "dpo"), train_seeds=(0,), style="mini-sketch",
+                           overrides=dict(steps=2, pairs_per_device=2, heldout_pairs=0, log_every=0),
+                           eval_seeds=(0,), show_progress=False)
+    rows, markdown = run_comparison(config)
+    assert [row.name for row in rows][:3] == [BASE, "sft", "dpo"]
+    tables = markdown.split("\n\n")
+    assert tables[0].startswith("micro-style:sketch on") and "(content prompts)" in tables[0]
+    assert any(t.startswith("micro-oracle on") for t in tables)
+    assert any(t.startswith("style-prob:mini-sketch on") for t in tables)
+    record = json.loads((config.out / "comparison.json").read_text())
+    assert record["probe_agreement"]["images"] == 3 * 2  # micro-base and two runs, two prompts, one seed
+    assert 0 <= record["probe_agreement"]["agreement"] <= 1
+    assert json.loads((config.out / "sft-seed0" / "rpo_bench.json").read_text())["style"]["name"] == "mini-sketch"
+    assert (config.out / "grid.png").stat().st_size > 1000

@@ -44,6 +44,14 @@ METRICS.register("micro-style", "rpo_bench.metrics.micro:MicroStyle",
                  summary="micro world: probability that the image is in style S (micro-style:S)")
 METRICS.register("micro-clip", "rpo_bench.metrics.clip_score:MicroClipScore",
                  summary="CLIP score with the micro world's CLIP (trained on renders)")
+METRICS.register("style-prob", "rpo_bench.metrics.style:StyleProb",
+                 summary="probability that the image is in style S (probe on CLIP image embeddings; held-out "
+                         "accuracy printed beside it); style-prob:S")
+METRICS.register("style-sim", "rpo_bench.metrics.style:StyleSim",
+                 summary="cosine of the CLIP image embedding to style S's reference centroid; style-sim:S")
+METRICS.register("base-sim", "rpo_bench.metrics.style:BaseSim",
+                 summary="content kept: CLIP image cosine to S's base model's image of the same prompt and seed "
+                         "(evaluate, with the base model in --models); base-sim:S")
 
 METRICS.register("hpsv2", "rpo_bench.metrics.hps:HPSv2Score",
                  summary="HPS v2.0 (xswu/HPSv2, open_clip ViT-H-14): 100 x cosine, as papers print it")
@@ -60,6 +68,10 @@ _TINY_SCORERS = {"hpsv2": "TinyHPSv2Score", "pickscore": "TinyPickScore", "image
 for _name, _class in _TINY_SCORERS.items():
     METRICS.register(f"tiny-{_name}", f"rpo_bench.metrics.tiny_scorers:{_class}",
                      summary=f"{_name} code on random tiny weights in the official layout (tests, CPU demo)")
+METRICS.register("csd", "rpo_bench.metrics.csd:CsdScore",
+                 summary="CSD style similarity (tomg-group-umd/CSD-ViT-L): cosine to style S's prototype; csd:S")
+METRICS.register("tiny-csd", "rpo_bench.metrics.csd:TinyCsdScore",
+                 summary="csd code on random tiny weights in the official checkpoint layout (tests, CPU demo)")
 
 
 def example_spec(name: str) -> str:

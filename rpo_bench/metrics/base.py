@@ -42,6 +42,17 @@ class Metric(ABC):
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
         ...
 
+    # A paired metric (base-sim:S) compares each image with this model's image for the same prompt and seed;
+    # evaluate finds that image and calls `score_pairs` instead of `score`.
+    paired_with_model: str | None = None
+
+    def score_pairs(self, images: Sequence[Image.Image], base_images: Sequence[Image.Image]) -> list[float]:
+        raise NotImplementedError(f"{self.key} is not a paired metric")
+
+    def notes(self) -> list[str]:
+        """Lines to print wherever the metric is reported (a learned probe's held-out accuracy); none by default."""
+        return []
+
     def hub_files(self) -> list:
         """The `HubFiles` this metric reads from the Hub (what `rpo-bench download NAME` fetches); none by default,
         and none when the metric's argument points at local weights."""

@@ -80,6 +80,8 @@ def _unpickler_detail(exc: pickle.UnpicklingError) -> str:
     useful = [line for line in lines if not line.startswith(boilerplate)]
     found = next((line for line in useful if any(hint in line for hint in REFUSAL_HINTS)), None)
     detail = found or (useful[0] if useful else _first_line(exc))
+    # torch goes on to advise allow-listing what it found (`add_safe_globals([exec])`): never our advice
+    detail = detail.split(" Please use `torch.serialization")[0].split(" To load, ")[0]
     return detail.removeprefix("WeightsUnpickler error:").strip().rstrip(".")
 
 

@@ -90,12 +90,17 @@ class HFClipBackbone:
         self.device, self.dtype = device, dtype
 
     @torch.no_grad()
-    def features(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Projected, unnormalised image features: what the style metrics compare images by."""
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        vision = self.model.vision_model(pixel_values=pixels.to(self.device, self.dtype))
+        return self.model.visual_projection(vision.pooler_output)
+
+    @torch.no_grad()
+    def features(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.tokenizer(list(prompts), padding=True, truncation=True,
                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
-        vision = self.model.vision_model(pixel_values=pixels.to(self.device, self.dtype))
-        image_features = self.model.visual_projection(vision.pooler_output)
+        image_features = self.image_features(images)
         text = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
                                      attention_mask=tokens["attention_mask"].to(self.device))
         text_features = self.model.text_projection(text.pooler_output)

@@ -32,7 +32,37 @@ class CompareConfig:
     category: str | None = "unseen"  # the held-out prompts; None: all
     eval_seeds: Sequence[int] = (0, 1, 2, 3)
     metric: str = "micro-oracle"
+    extra_metrics: Sequence[str] = ()  # compared the same way, each in its own table (e.g. content beside style)
+    style: str | None = None  # train --style S for every run (see `for_style`)
     show_progress: bool = True
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric, *(m for m in self.extra_metrics if m != self.metric)]
+
+
+def for_style(config: CompareConfig) -> CompareConfig:
+    """A style comparison: the style's recipe and held-out content prompts, its judge first (the style taken),
+    then content kept (micro-oracle) and the style probe, whose agreement with the judge is measured."""
+    from dataclasses import replace
+
+    from rpo_bench.styles import get_style
+
+    style = get_style(config.style)
+    if not style.micro:
+        raise BadInputError(f"micro compare --style {style.name!r}: not a micro style; accepted: "
+                            + ", ".join(entry.name for entry in _micro_styles()))
+    judge = next(m for m in style.judges if m.startswith("micro-style"))
+    extra = [m for m in (*style.judges, f"style-prob:{style.name}") if m != judge]
+    return replace(config, preset=config.preset if config.preset != "micro" else "micro-style", prompts=style.prompts,
+                   category="content", metric=judge, extra_metrics=extra,
+                   overrides={**config.overrides, "style": style.name})
+
+
+def _micro_styles():
+    from rpo_bench.styles import STYLES
+
+    return [entry for entry in STYLES if entry.resolve().micro]
 
 
 @dataclass(frozen=True)
@@ -88,7 +118,7 @@ def evaluate_all(config: CompareConfig, outputs: Mapping[str, Path]):
     from rpo_bench.evaluate import EvaluateConfig, evaluate
 
     models = [BASE, *(str(path) for path in outputs.values())]
-    return evaluate(EvaluateConfig(models=models, prompts=config.prompts, metrics=[config.metric],
+    return evaluate(EvaluateConfig(models=models, prompts=config.prompts, metrics=config.metrics,
                                    seeds=list(config.eval_seeds), protocol="micro", store=config.out / "results.sqlite",
                                    batch_size=64,  # micro images are tiny: per-call overhead dominates below ~16
                                    show_progress=config.show_progress))
@@ -104,9 +134,11 @@ def _mean_over_runs(tables: Sequence[Mapping]) -> dict:
     return {k: sum(t[k] for t in tables) / len(tables) for k in keys}
 
 
-def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path]) -> list[ComparisonRow]:
+def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path],
+            metric: str | None = None) -> list[ComparisonRow]:
     """Each method (mean over its training seeds) and each run vs micro-base; RPO vs DPO; SFT vs DPO."""
-    by_model = {table.model: table for table in score_tables}
+    metric = metric or config.metric
+    by_model = {table.model: table for table in score_tables if table.metric == metric}
     base_table = by_model[BASE]
     base = _selected(base_table.scores, base_table.categories, config.category)
     run_scores = {}
@@ -141,9 +173,9 @@ def _by_path(by_model: Mapping, path: Path):
     raise KeyError(f"no scores for {path}")
 
 
-def to_markdown(config: CompareConfig, rows: Sequence[ComparisonRow]) -> str:
+def to_markdown(config: CompareConfig, rows: Sequence[ComparisonRow], metric: str | None = None) -> str:
     where = f"{config.prompts} ({config.category or 'all'} prompts)"
-    lines = [f"{config.metric} on {where}, evaluation seeds {','.join(map(str, config.eval_seeds))}, "
+    lines = [f"{metric or config.metric} on {where}, evaluation seeds {','.join(map(str, config.eval_seeds))}, "
              f"training seeds {','.join(map(str, config.train_seeds))}, preset {config.preset}",
              "",
              "| model | vs | mean [95% CI] | difference [95% CI] | win rate | p (Wilcoxon) |",
@@ -232,18 +264,73 @@ def plot_curves(curves: Mapping[str, list[tuple[int, stats.Interval]]], config: 
     tmp.replace(path)
 
 
+def probe_agreement(score_tables, probe: str, judge: str) -> dict[str, float] | None:
+    """Share of images (every model, prompt and seed) on which the style probe and the ground-truth judge agree
+    about "in the style" (probability above one half): how far the probe, which is all a real style has, can be
+    trusted where the micro world can check it."""
+    probe_scores = {(t.model, k): v for t in score_tables if t.metric == probe for k, v in t.scores.items()}
+    judge_scores = {(t.model, k): v for t in score_tables if t.metric == judge for k, v in t.scores.items()}
+    shared = probe_scores.keys() & judge_scores.keys()
+    if not shared:
+        return None
+    agree = sum((probe_scores[k] > 0.5) == (judge_scores[k] > 0.5) for k in shared)
+    styled = sum(judge_scores[k] > 0.5 for k in shared)
+    return {"images": len(shared), "agreement": agree / len(shared), "judged_in_style": styled / len(shared)}
+
+
+GRID_ROWS = 8
+
+
+def comparison_grid(config: CompareConfig, outputs: Mapping[str, Path], path: Path) -> Path:
+    """What the table means, to look at: the first held-out prompts of the compared category (rows) as micro-base
+    and each method's first training seed draw them (columns), at the first evaluation seed."""
+    from rpo_bench.evaluate import default_image_cache
+    from rpo_bench.grids import image_grid, open_store_and_cache, save_png, stored_images
+    from rpo_bench.prompts import load_prompt_set
+
+    prompts = [p.text for p in load_prompt_set(config.prompts).prompts
+               if config.category is None or p.category == config.category][:GRID_ROWS]
+    seed = config.train_seeds[0]
+    from rpo_bench.models.catalog import resolve_model
+
+    columns = [(BASE, BASE), *((f"{m} (seed {seed})", resolve_model(str(outputs[run_name(m, seed)])).name)
+                               for m in config.methods)]  # the store records resolved names
+    store, cache = open_store_and_cache(config.out / "results.sqlite", default_image_cache())
+    try:
+        images = [stored_images(store, cache, model, "micro", prompts, config.eval_seeds[0]) for _, model in columns]
+    finally:
+        store.close()
+        cache.close()
+    what = f"style {config.style}" if config.style else config.metric
+    image = image_grid([[column[i] for column in images] for i in range(len(prompts))], prompts,
+                       [label for label, _ in columns],
+                       title=f"{what}: held-out prompts, evaluation seed {config.eval_seeds[0]}")
+    return save_png(image, path)
+
+
 def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     from rpo_bench.config import writable_dir
 
+    if config.style:
+        config = for_style(config)
     _check(config)
     writable_dir(config.out, "the comparison's runs and results")
     outputs = train_all(config)
     result = evaluate_all(config, outputs)
-    rows = compare(config, result.tables, outputs)
-    markdown = to_markdown(config, rows)
+    tables = {metric: compare(config, result.tables, outputs, metric) for metric in config.metrics}
+    rows = tables[config.metric]
+    markdown = "\n".join(to_markdown(config, metric_rows, metric) for metric, metric_rows in tables.items())
     record = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()
                          if k != "show_progress"},
-              "rows": rows_to_json(rows)}
+              "rows": rows_to_json(rows),
+              "metrics": {metric: rows_to_json(metric_rows) for metric, metric_rows in tables.items()}}
+    if config.style:
+        agreement = probe_agreement(result.tables, f"style-prob:{config.style}", config.metric)
+        record["probe_agreement"] = agreement
+        if agreement:
+            markdown += (f"\nstyle-prob:{config.style} agrees with the judge {config.metric} on "
+                         f"{100 * agreement['agreement']:.1f}% of {agreement['images']} images (in style: probability "
+                         f"above 0.5; the judge calls {100 * agreement['judged_in_style']:.1f}% in style)\n")
     record["config"]["overrides"] = dict(config.overrides)
     _write_atomic(config.out / "comparison.json", json.dumps(record, indent=1, default=list))
     curves = learning_curves(config, outputs)
@@ -252,6 +339,7 @@ def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
         points = {m: [{"step": s, "mean": i.estimate, "low": i.low, "high": i.high} for s, i in c]
                   for m, c in curves.items()}
         _write_atomic(config.out / "curve.json", json.dumps(points, indent=1))
+    comparison_grid(config, outputs, config.out / "grid.png")
     _write_atomic(config.out / "comparison.md", markdown)
     return rows, markdown
 

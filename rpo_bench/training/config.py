@@ -76,6 +76,12 @@ class TrainConfig:
     log_every: int = _f(1, "Print diagnostics every N steps.")
     device: str = _f("auto", "auto, cpu, cuda (under a launcher: the launcher's device).")
     name: str = _f("", "Also register the result under this name in the user model registry.")
+    style: str = _f("", "Teach style S (rpo-bench styles lists them): the preference data is built from the style "
+                    "(see --pairs), and --model defaults to the style's base model.")
+    pairs: str = _f("reference", "With --style: reference (winners: the style's reference images; losers: the base "
+                    "model's images of their captions) or relabel (--data re-labelled so the image style-prob:S "
+                    "rates more stylised wins; on the micro world --data defaults to micro-pickapic).")
+    style_losers: int = _f(1, "With --style --pairs reference: base-model images per reference, each one pair.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +135,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # branch that CFG 5 amplifies drifts), 16 pairs a step, 400 steps (~1.2 passes over micro-pickapic).
     "micro": dict(model="micro-base", data="micro-pickapic", lora_rank=0, lr=1e-5, beta=5000.0, tau=0.5,
                   caption_dropout=0.1, pairs_per_device=16, steps=400, eval_every=100, log_every=50),
+    # train --style on a micro style (docs/style-recipe.md): the same budget for every method
+    "micro-style": dict(model="micro-base", lora_rank=0, lr=1e-5, beta=5000.0, tau=0.5, caption_dropout=0.1,
+                        pairs_per_device=16, steps=400, eval_every=100, log_every=50),
     "tiny-cpu": dict(model="tiny-sd15", pairs_per_device=4, steps=20, lr=1e-4, lora_rank=4, beta=500.0,
                      warmup_steps=0, checkpoint_every=10),
 }
@@ -227,6 +236,9 @@ def build_config(preset: str | None = None, file_values: Mapping[str, Any] | Non
     if file_values:
         layers.append((file_values, getattr(file_values, "source", "the config file")))
     layers.append(({k: v for k, v in (overrides or {}).items() if v is not None}, FLAGS))
+    style = next((layer.get("style") for layer, _ in reversed(layers) if layer.get("style")), None)
+    if style:  # between the preset and the file: a file's or a flag's --model still wins
+        layers.insert(1 if preset else 0, (style_layer({"style": style}, preset), f"style {style}"))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for layer, source in layers:
@@ -243,7 +255,9 @@ def build_config(preset: str | None = None, file_values: Mapping[str, Any] | Non
         raise BadInputError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
     values["method"] = method
     allowed = method_fields(method)
-    misplaced = sorted(k for k in set(values) - allowed if k not in (PRESETS.get(preset or "", {})))
+    # a preset's (or the style's recipe's) settings for other methods are dropped quietly, a user's are refused
+    recipe_keys = {k for layer, source in layers if source.startswith(("preset ", "style ")) for k in layer}
+    misplaced = sorted(k for k in set(values) - allowed if k not in recipe_keys)
     if misplaced:
         raise BadInputError(f"setting(s) {', '.join(misplaced)} do not apply to method {method}")
     values = {k: v for k, v in values.items() if k in allowed}
@@ -265,7 +279,7 @@ def _choice(name: str, value: Any, accepted: tuple[str, ...], sources: Mapping[s
 def _number_ranges(config: TrainConfig, sources: Mapping[str, str]) -> None:
     """`not x > 0` rather than `x <= 0`: NaN fails every comparison, so it is refused too."""
     c = config
-    for name in ("steps", "pairs_per_device", "grad_accum", "checkpoints_keep"):
+    for name in ("steps", "pairs_per_device", "grad_accum", "checkpoints_keep", "style_losers"):
         _require(getattr(c, name) >= 1, name, getattr(c, name), "an integer >= 1", sources)
     for name in ("data_limit", "warmup_steps", "checkpoint_every", "snapshot_every", "log_every", "eval_every"):
         _require(getattr(c, name) >= 0, name, getattr(c, name), "an integer >= 0 (0: off)", sources)
@@ -293,11 +307,43 @@ def _number_ranges(config: TrainConfig, sources: Mapping[str, str]) -> None:
         _require(math.isfinite(c.tau) and c.tau > 0, "tau", c.tau, "a finite number > 0", sources)
 
 
+def _check_style(config: TrainConfig, sources: Mapping[str, str]) -> None:
+    """--style names a registered style; relabel needs a set to re-label (the micro world has its own)."""
+    from rpo_bench.style_data import PAIR_MODES
+    from rpo_bench.styles import get_style
+
+    style = get_style(config.style)
+    _choice("pairs", config.pairs, PAIR_MODES, sources)
+    if config.pairs == "relabel" and not config.data and not style.micro:
+        raise BadInputError(f"--pairs relabel re-labels an existing preference set and --data is empty; accepted: "
+                            f"--data PATH|HUB-ID (style {config.style!r} is not a micro style, which would use "
+                            "micro-pickapic)")
+    from rpo_bench.styles import reference_images
+
+    reference_images(style)  # unreadable, too few or not fetched: said before any folder or model is made
+
+
+def style_layer(values: Mapping[str, Any], preset: str | None) -> dict[str, Any]:
+    """What --style S fills in below a config file and flags: the style's base model, and for a micro style the
+    measured micro-style recipe unless a preset was named."""
+    from rpo_bench.styles import get_style
+
+    style = get_style(str(values["style"]))
+    layer: dict[str, Any] = {}
+    if style.micro and not preset:
+        layer.update(PRESETS["micro-style"])
+    layer["model"] = style.base_model
+    return layer
+
+
 def validate(config: TrainConfig, sources: Mapping[str, str] | None = None) -> None:
     """Every bad value gets one line naming it, where it came from and what is accepted, before anything loads."""
     sources = sources or {}
-    if not config.data:
-        raise BadInputError("--data is required: a Hugging Face dataset id, a .jsonl / .parquet file or a folder")
+    if config.style:
+        _check_style(config, sources)
+    elif not config.data:
+        raise BadInputError("--data is required: a Hugging Face dataset id, a .jsonl / .parquet file or a folder "
+                            "(or --style S: data built from a style)")
     if not config.output:
         raise BadInputError("--output is required: the folder the trained weights go to")
     _number_ranges(config, sources)

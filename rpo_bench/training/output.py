@@ -82,11 +82,25 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
         "heldout": heldout_record(trainer),
         "embedding_model": trainer.table.model_identity if trainer.table is not None else None,
         "world_size": trainer.world,
+        "style": style_record(config),
     }
     _write_atomic(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
     _write_atomic(_card_path(output), model_card(record))
     if folder is None and config.name and not check_name_free(config.name, output, overwrite=trainer.overwrite_name):
         register_model(config.name, spec_table_for_output(output, record), replace=trainer.overwrite_name)
+
+
+def style_record(config) -> dict[str, Any] | None:
+    """What --style taught: the style, where its references came from and how pairs were made."""
+    if not config.style:
+        return None
+    from rpo_bench.styles import get_style, references_fingerprint
+
+    style = get_style(config.style)
+    return {"name": style.name, "description": style.description, "references": style.source_text,
+            "references_fingerprint": references_fingerprint(style), "pairs": config.pairs,
+            "style_losers": config.style_losers if config.pairs == "reference" else None,
+            "evaluate": f"rpo-bench evaluate --style {style.name} --models <this folder>"}
 
 
 def _absolute_if_local(value: str) -> str:
@@ -239,12 +253,20 @@ Trained with rpo-bench: {record['steps_done']} steps of {method} on `{record['da
 - Weights: {weights}
 - Base model: `{base.get('repo') or base.get('tiny')}` (fingerprint `{record['base_fingerprint'][:16]}`)
 - beta convention: `{record['beta_convention']}` (logit = -(beta/2)(D^w - D^l), as the official Diffusion-DPO code)
-{heldout_line}- Evaluate it: `rpo-bench evaluate --models <this folder>`
+{heldout_line}{_style_line(record.get("style"))}- Evaluate it: `rpo-bench evaluate --models <this folder>`
 
 | setting | value |
 |---|---|
 {settings}
 """
+
+
+def _style_line(style: dict[str, Any] | None) -> str:
+    if not style:
+        return ""
+    return (f"- Style: `{style['name']}` ({style['description']}; references: {style['references']}, fingerprint "
+            f"`{style['references_fingerprint']}`), {style['pairs']} pairs; measure it with "
+            f"`rpo-bench evaluate --style {style['name']} --models <this folder>`\n")
 
 
 def format_heldout(record: dict[str, float]) -> str:

@@ -80,6 +80,18 @@ def _accelerator(config: TrainConfig):
                        project_dir=str(Path(config.output) / "logs"))
 
 
+def style_source(config: TrainConfig, device: str, show_progress: bool) -> str:
+    """--style: the style's preference folder, built once (reference pairs, or --data re-labelled by the style
+    probe; a micro style re-labels micro-pickapic when --data is empty)."""
+    from rpo_bench.style_data import build_style_pairs
+    from rpo_bench.styles import get_style
+
+    style = get_style(config.style)
+    relabel_source = config.data or ("micro-pickapic" if style.micro else None)
+    return str(build_style_pairs(style, config.pairs, source=relabel_source, per_reference=config.style_losers,
+                                 device=device, show_progress=show_progress))
+
+
 def _weight_dtype(accelerator) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
 
@@ -207,7 +219,9 @@ class Trainer:
         self.spec = resolve_model(config.model)
         self.base_fingerprint = model_fingerprint(self.spec)
         with accelerator.main_process_first():
-            source = resolve_preference_source(config.data, self.show_progress and accelerator.is_main_process)
+            show = self.show_progress and accelerator.is_main_process
+            source = (style_source(config, str(accelerator.device), show) if config.style
+                      else resolve_preference_source(config.data, show))
             self.data = load_preference_data(source, split=config.data_split, limit=config.data_limit or None,
                                              stream=config.data_stream,
                                              show_progress=self.show_progress and accelerator.is_main_process)
