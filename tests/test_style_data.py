@@ -117,3 +117,36 @@ def test_train_style_micro_uses_the_micro_style_recipe(styles_home, tmp_path):
     flagged = build_config(None, None, {"style": "mini-sketch", "method": "sft", "output": str(tmp_path / "o"),
                                         "steps": 7})
     assert flagged.steps == 7  # a flag still wins over the style's recipe
+
+
+def test_relabel_makes_the_more_stylised_image_win(styles_home, tmp_path):
+    """--pairs relabel: every pair of an existing set, re-labelled by style-prob:S (ties by margin dropped)."""
+    import torch
+
+    from rpo_bench.metrics import make_metric
+    from rpo_bench.style_data import build_style_pairs
+    from rpo_bench.training.data import load_preference_data, write_preference_folder
+
+    rng = np.random.default_rng(3)
+    references = sorted((styles_home.parent / "refs").glob("*.png"))
+    rows = []
+    for i, reference in enumerate(references[:8]):
+        noise = tmp_path / f"noise{i}.png"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(noise)
+        first, second = (reference, noise) if i % 2 else (noise, reference)
+        rows.append({"caption": "a painting", "jpg_0": first, "jpg_1": second, "label_0": 1.0, "label_1": 0.0})
+    source = write_preference_folder(rows, tmp_path / "source").parent
+
+    folder = build_style_pairs(get_style("painted"), "relabel", source=str(source), device="cpu",
+                               show_progress=False)
+    relabelled = load_preference_data(str(folder))
+    probe = make_metric("style-prob:painted")
+    probe.load("cpu", torch.float32)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["source_pairs"] == 8 and len(relabelled) == 8 - summary["dropped_for_margin"] > 0
+    for pair in relabelled:
+        winner, loser = probe.score([pair.winner, pair.loser], [pair.caption, pair.caption])
+        assert winner > loser
+    assert summary["winners_style_prob"] > summary["losers_style_prob"]
+    again = build_style_pairs(get_style("painted"), "relabel", source=str(source), device="cpu", show_progress=False)
+    assert again == folder  # the same source and probe: the cached set
