@@ -301,11 +301,29 @@ def comparison_grid(config: CompareConfig, outputs: Mapping[str, Path], path: Pa
     finally:
         store.close()
         cache.close()
+    labels = [label for label, _ in columns]
+    if config.style:  # what the style looks like, drawn by the renderer for the same scene
+        from rpo_bench.styles import get_style
+
+        micro_style = get_style(config.style).micro
+        images.insert(0, [_render_in_style(prompt, micro_style, config.eval_seeds[0]) for prompt in prompts])
+        labels.insert(0, f"render: {micro_style}")
     what = f"style {config.style}" if config.style else config.metric
-    image = image_grid([[column[i] for column in images] for i in range(len(prompts))], prompts,
-                       [label for label, _ in columns],
+    image = image_grid([[column[i] for column in images] for i in range(len(prompts))], prompts, labels,
                        title=f"{what}: held-out prompts, evaluation seed {config.eval_seeds[0]}")
     return save_png(image, path)
+
+
+def _render_in_style(prompt: str, style: str, seed: int):
+    """The renderer's image of the scene a micro prompt describes, in `style`; None when the prompt does not name
+    every attribute of a scene."""
+    from rpo_bench.micro.render import render
+    from rpo_bench.micro.scenes import CONTENT_ATTRIBUTES, Scene, parse_prompt
+
+    requested = parse_prompt(prompt)
+    if not all(attribute in requested for attribute in CONTENT_ATTRIBUTES):
+        return None
+    return render(Scene(**{a: requested[a] for a in CONTENT_ATTRIBUTES}, style=style), seed=seed)
 
 
 def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
