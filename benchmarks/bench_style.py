@@ -88,13 +88,13 @@ def main(args: argparse.Namespace) -> list[dict]:
     print(f"  probe: {fitted[1] if len(fitted) > 1 else ''}")
     rows = [row(f"train --style {style.name} (default budget, fresh home)", train_seconds, "s"),
             row(f"evaluate --style {style.name} (base + trained, probe fit included)", evaluate_seconds, "s"),
-            row("train + evaluate / 10 minutes", total, "s", ratio=total / BUDGET_SECONDS,
-                target=None if args.steps else "<= 1"),
+            row(f"train + evaluate / 10 minutes ({total:.0f} s)", total / BUDGET_SECONDS, "ratio",
+                ratio=total / BUDGET_SECONDS, target=None if args.steps else "<= 1"),
             row(f"style-prob:{style.name} probe fit (embed references and base images, fit, save)",
                 probe_seconds, "s")]
     for r in rows:
-        ratio = f"  ratio {r['ratio']:.3f} (target {r['target']})" if r["ratio"] is not None else ""
-        print(f"  {r['what']}: {r['value']:.1f} s{ratio}")
+        shown = f"{r['value']:.3f} (target {r['target']})" if r["unit"] == "ratio" else f"{r['value']:.1f} s"
+        print(f"  {r['what']}: {shown}")
     return rows
 
 
