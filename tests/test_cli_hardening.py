@@ -14,8 +14,9 @@ import pytest
 import typer
 from rich.table import Table
 
-from rpo_bench import cli
 from rpo_bench.cli import main, printable
+from rpo_bench.cli.app import _RESUME_HINTS
+from rpo_bench.cli.console import console
 from rpo_bench.errors import RpoBenchError
 from rpo_bench.metrics import parse_metric_list
 
@@ -67,7 +68,7 @@ def test_interrupted_command_returns_130_with_what_is_kept(capsys, monkeypatch, 
     monkeypatch.setattr("rpo_bench.evaluate.evaluate", interrupted)
     code, out, err = _run(capsys, "evaluate", "--models", "tiny-sd15", "--metrics", "tiny-clip")
     assert code == 130
-    assert _one_clean_line(err, out) == f"interrupted: {cli._RESUME_HINTS['evaluate']}"
+    assert _one_clean_line(err, out) == f"interrupted: {_RESUME_HINTS['evaluate']}"
 
 
 def test_interrupted_train_says_how_to_resume(capsys, monkeypatch, tmp_path):
@@ -208,8 +209,8 @@ def test_tables_titles_and_prints_show_user_text_as_typed(capsys):
     table = Table(title=f"run  ·  {HOSTILE}")  # as evaluate titles its table with the prompt set and store
     table.add_column("model")
     table.add_row(HOSTILE)
-    cli.console.print(table)
-    cli.console.print(HOSTILE)
+    console.print(table)
+    console.print(HOSTILE)
     out = capsys.readouterr().out
     assert "\x1b" not in out and out.count("[bold]red[/bold]") >= 3
 

@@ -8,6 +8,8 @@ from enum import Enum
 import typer
 from rich.table import Table
 
+from rpo_bench.cli.console import console
+
 
 class Kind(str, Enum):
     models = "models"
@@ -44,7 +46,6 @@ def download(
 
 
 def _show_plans(plans) -> None:
-    from rpo_bench.cli import console
     from rpo_bench.entry_files import KIND_LABELS
 
     for plan in plans:
@@ -92,8 +93,6 @@ def _totals(plan) -> str:
 
 
 def _show_results(results) -> None:
-    from rpo_bench.cli import console
-
     table = Table(title="downloaded", title_justify="left")
     for column in ("name", "repository", "commit", "files", "fetched", "verified"):
         table.add_column(column, justify="right" if column in ("files", "fetched") else "left")

@@ -9,12 +9,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rpo_bench.cli.console import console
+
 _TYPES = {bool: bool, int: int, float: float, str: str}
 
 
 def _train(config_file: Path | None, preset: str | None, resume: bool, quiet: bool, overwrite_name: bool,
            **flags) -> None:
-    from rpo_bench.cli import console
     from rpo_bench.training.config import build_config, read_config_file
     from rpo_bench.training.trainer import train
 
@@ -86,7 +87,6 @@ def register(app: typer.Typer) -> None:
     @app.command("presets")
     def presets() -> None:
         """Published training recipes usable as `rpo-bench train --preset NAME`."""
-        from rpo_bench.cli import console
         from rpo_bench.training.config import PRESETS
 
         table = Table(title="training presets")
@@ -111,7 +111,6 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(4),
     ) -> None:
         """AI-feedback preference pairs: generate k images per prompt, score them, pair best against worst."""
-        from rpo_bench.cli import console
         from rpo_bench.training.pairs import make_pairs
 
         summary = make_pairs(model=model, prompts=prompts, metric=metric, out_dir=output, k=k, mode=mode,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from rpo_bench.cli.console import console
 from rpo_bench.micro.preferences import DEFAULTS as _DEFAULTS  # light: no torch, so the CLI starts fast
 
 micro_app = typer.Typer(help="The synthetic micro world: rebuild its models, build its preference set.")
@@ -22,7 +23,6 @@ def build(
     threads: int = typer.Option(1, help="torch threads (1 is fastest for these small models)."),
 ) -> None:
     """Retrain the judge, micro CLIP, VAE and base UNet from scratch (seeded; resumes at the unfinished stage)."""
-    from rpo_bench.cli import console
     from rpo_bench.micro.build import ASSETS, build_micro
 
     report = build_micro(out or ASSETS, seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
@@ -51,7 +51,6 @@ def preferences(
 ) -> None:
     """Build micro-pickapic: micro-base samples of micro-train prompts, ranked by the judge's probability of the
     requested values, best against worst, labelled with Bradley-Terry noise; prints and records its worth."""
-    from rpo_bench.cli import console
     from rpo_bench.micro.preferences import build_micro_pickapic
 
     overrides = dict(prompts=prompts, k=k, mode=mode, margin=margin, label_noise=label_noise, label_seed=seed)
@@ -100,7 +99,6 @@ def compare(
 ) -> None:
     """Train SFT, DPO and RPO from micro-base on the same data and budget over several seeds, evaluate them on
     held-out prompts with the ground-truth judge, and compare each with micro-base and RPO with DPO."""
-    from rpo_bench.cli import console
     from rpo_bench.evaluate import parse_seeds
     from rpo_bench.metrics import comma_separated
     from rpo_bench.micro.compare import CompareConfig, run_comparison
@@ -126,7 +124,6 @@ def grid(
     the prompt worded for that style (generated through evaluate into the default store and image cache)."""
     from PIL import Image
 
-    from rpo_bench.cli import console
     from rpo_bench.micro.world_grid import write_micro_world_grid
 
     path = write_micro_world_grid(out, prompts=prompts, seed=seed)

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rpo_bench.cli.console import console
+
 PER_IMAGE_ROWS = 20  # above this, the table shows the summary only; --out keeps every value
 
 
@@ -24,7 +26,6 @@ def score(
                                     "skips what it already holds."),
 ) -> None:
     """Score image files made anywhere; the metrics load once and score in batches."""
-    from rpo_bench.cli import console
     from rpo_bench.metrics import parse_metric_list
     from rpo_bench.scoring import check_output_file, collect_images, prompts_for, score_files
 

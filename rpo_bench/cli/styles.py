@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rpo_bench.cli.console import console, kv_table
+
 styles_app = typer.Typer(help="The style registry: list, `show S`, or `fetch S` (its reference images).")
 
 
@@ -14,7 +16,6 @@ styles_app = typer.Typer(help="The style registry: list, `show S`, or `fetch S` 
 def styles_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
-    from rpo_bench.cli import console
     from rpo_bench.styles import STYLES
 
     table = Table(title="styles")
@@ -33,7 +34,6 @@ GRID_HELP = "Also write a PNG grid of the first 24 reference images."
 @styles_app.command("show")
 def styles_show(name: str, grid: Path | None = typer.Option(None, help=GRID_HELP)) -> None:
     """A style's settings, and its references when they are on this machine (a Hub source is fetched by `fetch`)."""
-    from rpo_bench.cli import _kv_table, console
     from rpo_bench.styles import MIN_REFERENCES, dataset_folder, get_style, reference_images, references_fingerprint
 
     style = get_style(name)
@@ -54,7 +54,7 @@ def styles_show(name: str, grid: Path | None = typer.Option(None, help=GRID_HELP
         values["first captions"] = " | ".join(list(dict.fromkeys(r.caption for r in references))[:3])
         if grid is not None:
             values["grid"] = str(_references_grid(style.name, references, grid))
-    console.print(_kv_table(f"style {style.name}", values))
+    console.print(kv_table(f"style {style.name}", values))
 
 
 def _references_grid(name: str, references: list, out: Path) -> Path:
@@ -73,7 +73,6 @@ def _references_grid(name: str, references: list, out: Path) -> Path:
 def styles_fetch(name: str) -> None:
     """Fetch a style's reference images once (a Hub dataset streamed into $RPO_BENCH_HOME/styles), so later runs
     work offline; a folder or micro style has nothing to fetch."""
-    from rpo_bench.cli import console
     from rpo_bench.styles import get_style, materialise_dataset, reference_images
 
     style = get_style(name)
