@@ -3,26 +3,20 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from rpo_bench.cli import main
 from rpo_bench.styles import STYLES, get_style
-from tests.test_style_metrics import PROMPTS, _perturbed_micro_base
+from tests.test_style_metrics import build_style_world
 
 
 @pytest.fixture(scope="module")
 def style_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("style-eval-home")
-    data = tmp_path_factory.mktemp("style-eval-data")
-    (data / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS), encoding="utf-8")
-    _perturbed_micro_base(data / "micro-other")
-    (home / "registry.toml").write_text(f"""
+    return build_style_world(tmp_path_factory, "style-eval", """
 [styles.small-sketch]
 micro = "sketch"
 references = 40
-prompts = "{data / 'prompts.jsonl'}"
+prompts = "{prompts}"
 base_model = "micro-base"
 embedding = "micro-clip"
 judges = ["micro-style:sketch", "micro-oracle"]
@@ -31,16 +25,10 @@ csd = false
 [styles.small-sketch-csd]
 micro = "sketch"
 references = 40
-prompts = "{data / 'prompts.jsonl'}"
+prompts = "{prompts}"
 base_model = "micro-base"
 embedding = "micro-clip"
-
-[models.micro-other]
-family = "sd15"
-repo = "{data / 'micro-other'}"
-protocol = "micro"
-""", encoding="utf-8")
-    return home
+""")
 
 
 @pytest.fixture(autouse=True)

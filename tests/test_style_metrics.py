@@ -53,19 +53,21 @@ def _perturbed_micro_base(folder: Path) -> None:
     save_file(weights, path)
 
 
-@pytest.fixture(scope="module")
-def style_home(tmp_path_factory):
-    """One home for the module (base images are generated once), with the test styles in its registry.toml."""
-    home = tmp_path_factory.mktemp("style-home")
-    data = tmp_path_factory.mktemp("style-data")
+def build_style_world(tmp_path_factory, name: str, styles_toml: str = "") -> Path:
+    """A home whose registry.toml holds the test styles (`test-sketch`: 40 micro sketch renders on four prompts;
+    `test-stripes`: a stripes folder on tiny-sd15 / tiny-clip:0), a perturbed micro-base called `micro-other`,
+    and `styles_toml` (more [styles.NAME] tables, `{prompts}` standing for the four-prompt file)."""
+    home = tmp_path_factory.mktemp(f"{name}-home")
+    data = tmp_path_factory.mktemp(f"{name}-data")
     _stripes(data / "stripes", 24)
-    (data / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS), encoding="utf-8")
+    prompts = data / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS), encoding="utf-8")
     _perturbed_micro_base(data / "micro-other")
     (home / "registry.toml").write_text(f"""
 [styles.test-sketch]
 micro = "sketch"
 references = 40
-prompts = "{data / 'prompts.jsonl'}"
+prompts = "{prompts}"
 base_model = "micro-base"
 embedding = "micro-clip"
 judges = ["micro-style:sketch", "micro-oracle"]
@@ -83,8 +85,14 @@ csd = false
 family = "sd15"
 repo = "{data / 'micro-other'}"
 protocol = "micro"
-""", encoding="utf-8")
+""" + styles_toml.replace("{prompts}", str(prompts)), encoding="utf-8")
     return home
+
+
+@pytest.fixture(scope="module")
+def style_home(tmp_path_factory):
+    """One home for the module (base images are generated once), with the test styles in its registry.toml."""
+    return build_style_world(tmp_path_factory, "style")
 
 
 @pytest.fixture(autouse=True)
