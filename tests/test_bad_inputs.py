@@ -501,6 +501,30 @@ def trained_run_cut_checkpoint(ws: Workspace) -> None:
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
 
 
+
+@setup
+def not_a_store(ws: Workspace) -> None:
+    """`notes.sqlite`, a text file, and `other.sqlite`, an SQLite file with a table of another program"""
+    _write(ws.tmp / "notes.sqlite", "not a database\n")
+    with contextlib.closing(sqlite3.connect(ws.tmp / "other.sqlite")) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+        db.commit()
+
+
+@setup
+def small_store(ws: Workspace) -> None:
+    """`s.sqlite`, a results store with tiny-clip scores of tiny-sd15 and tiny-sd15-alt (rows written directly)"""
+    from rpo_bench.store import SCHEMA
+
+    with contextlib.closing(sqlite3.connect(ws.tmp / "s.sqlite")) as db:
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO runs VALUES ('run', 0, 0, '{}', '{}', NULL)")
+        for i, model in enumerate(("tiny-sd15", "tiny-sd15-alt")):
+            db.execute("INSERT INTO images VALUES (?, ?, 'f', 'tiny', 'p', '{}', 'float32', 'smoke', 0, '', 'cat', 0, "
+                       "'sha', 'run', 0)", (f"k{i}", model))
+            db.execute("INSERT INTO scores VALUES (?, 'tiny-clip', '1', 0.5, ?, 'p', 'run', 0)", (f"k{i}", model))
+        db.commit()
+
 # -- the cases ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
@@ -756,6 +780,15 @@ CASES: list[Case] = [
       "--output {tmp}/afile", "afile", "a_file"),
     C("micro-build-out-is-a-file", "paths", "micro build --out {tmp}/afile", "afile", "a_file"),
     C("micro-preferences-out-is-a-file", "paths", "micro preferences --out {tmp}/afile", "afile", "a_file"),
+    # report reads the store only; --store=PATH keeps the file in the check that nothing was changed
+    C("report-store-missing", "paths", "report --store={tmp}/none.sqlite", "does not exist"),
+    C("report-store-is-text", "paths", "report --store={tmp}/notes.sqlite", "not an SQLite database", "not_a_store"),
+    C("report-store-other-sqlite", "paths", "report --store={tmp}/other.sqlite", "without the runs, images, scores",
+      "not_a_store"),
+    C("report-unknown-baseline", "names", "report --store={tmp}/s.sqlite --baseline tiny-sd16",
+      "one of tiny-sd15, tiny-sd15-alt", "small_store"),
+    C("report-metric-without-scores", "names", "report --store={tmp}/s.sqlite --metrics tiny-clip,hpsv2",
+      "metrics with scores: tiny-clip", "small_store"),
     # images
     C("score-not-an-image", "images", "score {tmp}/notimage.png --prompt cat", "notimage.png", "text_as_png"),
     C("score-zero-byte-image", "images", "score {tmp}/zero.png --prompt cat", "zero.png", "zero_byte_png"),

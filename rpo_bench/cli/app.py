@@ -22,6 +22,7 @@ from rpo_bench.cli.download import download
 from rpo_bench.cli.evaluate import register as register_evaluate
 from rpo_bench.cli.micro import micro_app
 from rpo_bench.cli.registries import metrics_app, models_app, prompts_app, protocols_app
+from rpo_bench.cli.report import report
 from rpo_bench.cli.score import score
 from rpo_bench.cli.styles import styles_app
 from rpo_bench.cli.train import register as register_train
@@ -45,6 +46,7 @@ register_evaluate(app)
 register_train(app)
 app.add_typer(micro_app, name="micro")
 app.command()(score)
+app.command()(report)
 app.command()(download)
 app.add_typer(models_app, name="models")
 app.add_typer(metrics_app, name="metrics")

@@ -1,0 +1,346 @@
+"""`rpo-bench report`: every score in a results store as markdown tables, one section per (prompt set, protocol,
+metric, metric version), so that scores made under different protocols, scorer weights or prompt sets are never
+averaged or compared together. The numbers are rpo_bench.summary's (prompt-clustered means, paired comparisons
+with a baseline); this module only reads the store, groups and formats.
+
+The store is opened query-only: a report never creates, migrates or writes to a store.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpo_bench.errors import BadInputError
+from rpo_bench.store import SCHEMA_COLUMNS, damaged_store_message
+from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, summarise_tables
+
+
+@dataclass
+class Group:
+    """The tables of one report section: every model's scores of one metric version under one protocol (with one
+    set of settings) on one prompt set. Models of one group are compared with each other, nothing across groups."""
+
+    prompt_set: str
+    protocol: str
+    protocol_fingerprint: str
+    protocol_settings: str  # JSON, as stored with the images
+    metric: str
+    metric_version: str
+    tables: list[ScoreTable] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        return [t.model for t in self.tables]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({seed for t in self.tables for _prompt, seed in t.scores})
+
+
+@dataclass
+class StoreInfo:
+    """What the store's `runs` rows record about the software that wrote it."""
+
+    commits: list[str]
+    versions: dict[str, list[str]]  # library -> every version recorded
+    first_models: list[str]  # the models of the earliest run, in the order given there
+
+
+def _open(store_path: Path) -> sqlite3.Connection:
+    """The store, read-only, after checking that it is an rpo-bench store (nothing is created or written)."""
+    path = Path(store_path).expanduser()
+    if not path.exists():
+        raise BadInputError(f"results store {path} does not exist; accepted: a store written by rpo-bench "
+                            "evaluate (its --store, default $RPO_BENCH_HOME/results.sqlite)")
+    if path.is_dir():
+        raise BadInputError(f"results store {path} is a folder; accepted: the store's file (e.g. "
+                            f"{path / 'results.sqlite'})")
+    try:
+        # mode=rw creates nothing (a missing file is an error) and falls back to reading a write-protected file;
+        # unlike mode=ro, the last connection to close removes the -wal / -shm files it made, so a report leaves
+        # the store's folder as it found it. query_only: nothing is ever written.
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        db.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in SCHEMA_COLUMNS if t not in tables]
+        if missing:
+            held = f"it holds {', '.join(sorted(tables)[:5])}" if tables else "it holds no table"
+            raise BadInputError(f"{path} is not an rpo-bench results store: an SQLite database without the "
+                                f"{', '.join(missing)} table(s) ({held}); accepted: a store written by rpo-bench "
+                                "evaluate")
+        for table, expected in SCHEMA_COLUMNS.items():
+            columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+            if columns != expected:
+                raise BadInputError(f"{path} is not a results store of this rpo-bench version: table {table} has "
+                                    f"columns ({', '.join(columns)}), expected ({', '.join(expected)})")
+    except sqlite3.OperationalError as exc:
+        db.close()
+        raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if "not a database" in str(exc):
+            raise BadInputError(f"{path} is not an rpo-bench results store (not an SQLite database); accepted: a "
+                                "store written by rpo-bench evaluate") from exc
+        raise BadInputError(damaged_store_message(path, str(exc))) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _read(db: sqlite3.Connection, path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    try:
+        return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise BadInputError(damaged_store_message(path, str(exc))) from exc
+
+
+def _higher_is_better(metric: str) -> bool:
+    """From the metric's registry entry (unloaded); a metric no longer registered is taken as higher-is-better."""
+    from rpo_bench.metrics import make_metric
+
+    try:
+        return bool(make_metric(metric).higher_is_better)
+    except Exception:  # noqa: BLE001 - an old or unregistered metric key must not stop a report
+        return True
+
+
+def _split(text: str | Sequence[str] | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else [t.strip() for t in text]
+    return [t for t in items if t] or None
+
+
+def load_tables(store_path: Path, metrics: str | Sequence[str] | None = None,
+                models: str | Sequence[str] | None = None) -> list[Group]:
+    """Every (prompt set, protocol, metric, metric version) of the store as a Group of ScoreTables keyed by
+    (prompt index, seed), one table per model; groups in the order their first score was written."""
+    path = Path(store_path).expanduser()
+    wanted_metrics, wanted_models = _split(metrics), _split(models)
+    with closing(_open(path)) as db:
+        rows = _read(db, path,
+                     "SELECT i.prompt_set, i.protocol, i.protocol_fingerprint, i.protocol_settings, s.metric, "
+                     "s.metric_version, i.model, i.prompt_index, i.category, i.seed, s.value "
+                     "FROM scores s JOIN images i USING (image_key) ORDER BY s.created_at, s.rowid")
+    present_metrics = list(dict.fromkeys(r[4] for r in rows))
+    for metric in wanted_metrics or []:
+        if metric not in present_metrics:
+            accepted = ", ".join(present_metrics) if present_metrics else "none: the store holds no scores"
+            raise BadInputError(f"--metrics {metric!r}: no scores of this metric in {path}; metrics with scores: "
+                                f"{accepted}")
+    present_models = list(dict.fromkeys(r[6] for r in rows))
+    for model in wanted_models or []:
+        if model not in present_models:
+            raise BadInputError(f"model {model!r} has no scores in {path}; models with scores: "
+                                f"{', '.join(present_models) or 'none'}")
+    groups: dict[tuple, Group] = {}
+    tables: dict[tuple, tuple[dict, dict]] = {}  # (group key, model) -> (scores, categories)
+    for (prompt_set, protocol, fingerprint, settings, metric, version, model, prompt, category, seed,
+         value) in rows:
+        if (wanted_metrics and metric not in wanted_metrics) or (wanted_models and model not in wanted_models):
+            continue
+        key = (prompt_set, protocol, fingerprint, metric, version)
+        if key not in groups:
+            groups[key] = Group(prompt_set, protocol, fingerprint, settings, metric, version)
+        scores, categories = tables.setdefault((key, model), ({}, {}))
+        scores[(prompt, seed)] = value
+        categories[prompt] = category
+    higher = {metric: _higher_is_better(metric) for metric in {k[3] for k in groups}}
+    for (key, model), (scores, categories) in sorted(tables.items(), key=lambda item: item[0][1]):
+        group = groups[key]
+        # The group name makes summarise_tables keep every section apart even if given several at once.
+        group.tables.append(ScoreTable(model, group.protocol, "|".join(key), group.metric, higher[group.metric],
+                                       dict(sorted(scores.items())), categories))
+    return list(groups.values())
+
+
+def store_info(store_path: Path) -> StoreInfo:
+    path = Path(store_path).expanduser()
+    with closing(_open(path)) as db:
+        runs = _read(db, path, "SELECT config, versions, git_commit FROM runs ORDER BY created_at, run_id")
+    commits = list(dict.fromkeys(commit or "unknown (not a git checkout)" for _c, _v, commit in runs))
+    versions: dict[str, list[str]] = {}
+    first_models: list[str] = []
+    for config, recorded, _commit in runs:
+        try:
+            for name, version in json.loads(recorded).items():
+                if version not in versions.setdefault(name, []):
+                    versions[name].append(version)
+            if not first_models:
+                first_models = [m["name"] for m in json.loads(config).get("models", []) if isinstance(m, dict)]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            continue
+    return StoreInfo(commits, versions, first_models)
+
+
+# -- markdown ----------------------------------------------------------------------------------------------------
+def _cell(text: object) -> str:
+    """Markdown-table-safe text: user names (models, prompt sets) may hold '|' or newlines."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def _p_text(p: float | None) -> str:
+    return "" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ranks(rows: Sequence[SummaryRow]) -> dict[str, int]:
+    """1 = best mean (competition ranking: equal means share a rank); models without samples get none."""
+    scored = [r for r in rows if r.interval is not None]
+    ordered = sorted(scored, key=lambda r: -r.mean if r.higher_is_better else r.mean)
+    ranks: dict[str, int] = {}
+    for i, row in enumerate(ordered):
+        ranks[row.model] = ranks[ordered[i - 1].model] if i and ordered[i - 1].mean == row.mean else i + 1
+    return ranks
+
+
+def _settings_text(settings: str) -> str:
+    try:
+        values = json.loads(settings)
+    except ValueError:
+        return settings
+    if not isinstance(values, dict):
+        return settings
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+
+def _differs(groups: Sequence[Group]) -> list[str]:
+    """Which of the section keys take more than one value in this report: what a section header must name."""
+    names = []
+    for label, getter in (("prompt set", lambda g: g.prompt_set), ("protocol", lambda g: g.protocol),
+                          ("protocol settings", lambda g: g.protocol_fingerprint), ("metric", lambda g: g.metric),
+                          ("metric version", lambda g: (g.metric, g.metric_version))):
+        if len({getter(g) for g in groups}) > 1:
+            names.append(label)
+    if "protocol settings" in names and len({(g.protocol, g.protocol_fingerprint) for g in groups}) == len(
+            {g.protocol for g in groups}):
+        names.remove("protocol settings")  # only different protocols, not one protocol with changed settings
+    return names
+
+
+def _section_rows(group: Group, baseline: str | None, by_category: bool) -> list[SummaryRow]:
+    base = baseline if baseline in group.models else None
+    # summarise_tables compares nothing when the baseline is not among the tables: every row is its own.
+    return summarise_tables(group.tables, base or "", by_category=by_category)
+
+
+def _table(rows: Sequence[SummaryRow], baseline: str | None, notes: list[str], where: str) -> list[str]:
+    compared = baseline is not None
+    header = ["model", "n", "mean [95% CI]", "rank"]
+    if compared:
+        header += [f"diff vs {baseline} [95% CI]", "win rate", "Holm p"]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
+             "|" + "|".join([":---", "---:", "---:", "---:"] + ["---:"] * (3 if compared else 0)) + "|"]
+    ranks = _ranks(rows)
+    for row in rows:
+        mean = "-" if row.interval is None else f"{row.mean:.3f} [{row.interval.low:.3f}, {row.interval.high:.3f}]"
+        cells = [row.model, row.samples if row.n else "0", mean, str(ranks.get(row.model, "-"))]
+        if compared:
+            if row.model == baseline:
+                cells += ["(baseline)", "", ""]
+            elif row.versus is None:
+                cells += ["no shared sample", "", ""]
+            else:
+                cells += [row.versus.difference.format(3), f"{100 * row.versus.win_rate.estimate:.0f}%",
+                          _p_text(row.versus.p_holm)]
+                shared = row.versus.difference.n_samples
+                if not shared == row.n == row.baseline_n:
+                    notes.append(f"{row.model} vs {baseline} ({where}): compared on the {shared} (prompt, seed) "
+                                 f"samples both have, of {row.n} and {row.baseline_n}.")
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _default_baseline(groups: Sequence[Group], info: StoreInfo) -> str | None:
+    """The first model of the earliest run, if it has scores; otherwise the first model with scores."""
+    present = list(dict.fromkeys(m for g in groups for m in g.models))
+    return next((m for m in info.first_models if m in present), present[0] if present else None)
+
+
+def reproduce_command(store_path: Path, baseline: str | None, by: str | None, metrics: str | Sequence[str] | None,
+                      out: Path | None = None) -> str:
+    words = ["rpo-bench", "report", "--store", str(store_path)]
+    if baseline is not None:
+        words += ["--baseline", baseline]
+    if by is not None:
+        words += ["--by", by]
+    if (chosen := _split(metrics)) is not None:
+        words += ["--metrics", ",".join(chosen)]
+    words.append("--markdown")
+    if out is not None:
+        words += ["--out", str(out)]
+    return shlex.join(words)
+
+
+def report_markdown(store_path: Path, baseline: str | None = None, by: str | None = None,
+                    metrics: str | Sequence[str] | None = None, command: str | None = None) -> str:
+    """The report as markdown: a header (what was evaluated), one section per group, a provenance footer.
+    `command` is the reproducing command line printed in the footer (default: built from the arguments)."""
+    from rpo_bench import __version__ as rpo_bench_version
+
+    path = Path(store_path).expanduser()
+    if by is not None and by not in BY_ACCEPTED:
+        raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
+    groups = load_tables(path, metrics=metrics)
+    info = store_info(path)
+    models = list(dict.fromkeys(m for g in groups for m in g.models))
+    if baseline is not None and baseline not in models:
+        raise BadInputError(f"--baseline {baseline!r} has no scores in {path}; accepted: one of "
+                            f"{', '.join(models) or 'none (the store holds no scores)'}")
+    chosen = baseline or _default_baseline(groups, info)
+
+    lines = [f"# rpo-bench report: {_cell(path.name)}", "", f"- store: `{path}`"]
+    lines.append(f"- prompt set(s): {', '.join(_cell(p) for p in dict.fromkeys(g.prompt_set for g in groups))}"
+                 if groups else "- no scores in this store")
+    protocols = dict.fromkeys((g.protocol, g.protocol_settings) for g in groups)
+    if protocols:
+        lines.append("- protocol(s): " + "; ".join(f"{_cell(name)} ({_cell(_settings_text(s))})"
+                                                    for name, s in protocols))
+        lines.append(f"- seeds: {', '.join(str(s) for s in sorted({s for g in groups for s in g.seeds}))}")
+        versions = dict.fromkeys((g.metric, g.metric_version) for g in groups)
+        lines.append("- metric versions: " + ", ".join(f"{_cell(m)} {_cell(v)}" for m, v in versions))
+        lines.append(f"- models: {', '.join(_cell(m) for m in models)}; baseline: {_cell(chosen)} (each other model "
+                     "minus the baseline on the (prompt, seed) samples both have)")
+    differs = _differs(groups)
+    if len(groups) > 1:
+        lines.append(f"- {len(groups)} sections, one per {' / '.join(differs)}: scores of different sections are "
+                     "never averaged or compared together")
+    notes: list[str] = []
+    by_category = by == "category"
+    for group in groups:
+        title = (f"{group.metric} (version {group.metric_version}) · protocol {group.protocol} · prompt set "
+                 f"{group.prompt_set}")
+        lines += ["", f"## {_cell(title)}", "",
+                  f"protocol settings: {_cell(_settings_text(group.protocol_settings))}; seeds: "
+                  f"{', '.join(str(s) for s in group.seeds)}"]
+        rows = _section_rows(group, chosen, by_category)
+        base = chosen if chosen in group.models else None
+        if chosen is not None and base is None:
+            lines += ["", f"(the baseline {_cell(chosen)} has no scores in this section: no comparison)"]
+        for category in dict.fromkeys(r.category for r in rows):
+            members = [r for r in rows if r.category == category]
+            where = f"{group.metric} {group.metric_version}, protocol {group.protocol}" + (
+                f", category {category}" if category is not None else "")
+            lines += ["", f"### {'all prompts' if category is None else f'category {_cell(category)}'}", ""]
+            lines += _table(members, base, notes, where)
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in dict.fromkeys(notes)]
+    lines += ["", "## Provenance", "",
+              f"- report made by rpo-bench {rpo_bench_version}",
+              f"- git commit(s) recorded by the runs: {', '.join(info.commits) or 'none (no runs recorded)'}"]
+    if info.versions:
+        lines.append("- library versions recorded by the runs: " + ", ".join(
+            f"{_cell(name)} {_cell(' / '.join(v))}" for name, v in sorted(info.versions.items())))
+    lines.append(f"- reproduce: `{command or reproduce_command(path, baseline, by, metrics)}`")
+    return "\n".join(lines) + "\n"

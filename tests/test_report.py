@@ -1,0 +1,132 @@
+"""`rpo-bench report`: sections split by protocol and metric version (never one averaged cell), numbers equal to
+summarise_tables on the same scores, the shared-sample note, the provenance footer, and --out."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rpo_bench.cli import main
+from rpo_bench.evaluate import EvaluateConfig, evaluate
+from rpo_bench.report import load_tables, report_markdown
+from rpo_bench.store import ResultsStore
+from rpo_bench.summary import summarise_tables
+
+MODELS = ("tiny-sd15", "tiny-sd15-alt")
+PROMPTS = [("a red apple on a table", "seen"), ("a cat on a windowsill", "unseen"), ("a lighthouse at dusk", "seen"),
+           ("a bowl of ramen", "unseen")]
+OTHER_VERSION = "other-weights"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, session_home) -> Path:
+    """Two tiny models x 4 prompts x 2 seeds under protocol tiny, again under protocol micro; a second version of
+    tiny-clip on the tiny images; the baseline's tiny-protocol scores of prompt 0 removed."""
+    root = tmp_path_factory.mktemp("report")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "category": c}) + "\n" for p, c in PROMPTS), encoding="utf-8")
+    path = root / "r.sqlite"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("RPO_BENCH_HOME", str(session_home))
+        for protocol in ("tiny", "micro"):
+            evaluate(EvaluateConfig(models=MODELS, prompts=str(prompts), metrics=("tiny-clip",), seeds=(0, 1),
+                                    protocol=protocol, store=path, image_cache=root / "images", show_progress=False))
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT s.image_key, s.value, s.run_id FROM scores s JOIN images i USING (image_key) "
+                      "WHERE i.protocol = 'tiny'").fetchall()
+    db.execute("DELETE FROM scores WHERE image_key IN (SELECT image_key FROM images WHERE protocol = 'tiny' "
+               "AND model = 'tiny-sd15' AND prompt_index = 0)")
+    db.commit()
+    db.close()
+    results = ResultsStore(path)
+    results.add_scores("tiny-clip", OTHER_VERSION, rows[0][2], [(key, value + 1.0) for key, value, _ in rows])
+    results.close()
+    return path
+
+
+def _sections(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("## ") and "·" in line]
+
+
+def _table_rows(text: str, header: str) -> dict[str, list[str]]:
+    """{model: cells} of the first table after the section header line `header`."""
+    lines = text.splitlines()
+    start = lines.index(header)
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("| ") and not line.startswith("| model"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows.setdefault(cells[0], cells)
+    return rows
+
+
+def test_sections_split_by_protocol_and_metric_version(store):
+    groups = load_tables(store)
+    keys = {(g.protocol, g.metric, g.metric_version) for g in groups}
+    assert len(groups) == len(keys) == 3
+    assert {(p, v == OTHER_VERSION) for p, _m, v in keys} == {("tiny", False), ("micro", False), ("tiny", True)}
+    for group in groups:  # no table mixes protocols or versions
+        assert {t.protocol for t in group.tables} == {group.protocol}
+        assert sorted(group.models) == sorted(MODELS)
+    text = report_markdown(store, baseline="tiny-sd15")
+    sections = _sections(text)
+    assert len(sections) == 3
+    assert sum("protocol tiny" in s for s in sections) == 2 and sum("protocol micro" in s for s in sections) == 1
+    assert sum(f"version {OTHER_VERSION}" in s for s in sections) == 1
+    assert "one per protocol / metric version" in text
+
+
+def test_numbers_equal_summarise_tables_and_the_shared_sample_note(store):
+    text = report_markdown(store, baseline="tiny-sd15")
+    for group in load_tables(store):
+        rows = {r.model: r for r in summarise_tables(group.tables, "tiny-sd15")}
+        header = next(s for s in _sections(text) if f"version {group.metric_version})" in s
+                      and f"protocol {group.protocol} " in s)
+        cells = _table_rows(text, header)
+        for model, row in rows.items():
+            assert cells[model][2] == f"{row.mean:.3f} [{row.interval.low:.3f}, {row.interval.high:.3f}]"
+            if model != "tiny-sd15":
+                assert cells[model][4] == row.versus.difference.format(3)
+                assert cells[model][5] == f"{100 * row.versus.win_rate.estimate:.0f}%"
+        alt = rows["tiny-sd15-alt"]
+        if group.protocol == "tiny" and group.metric_version != OTHER_VERSION:
+            assert (alt.versus.difference.n_samples, alt.n, alt.baseline_n) == (6, 8, 6)
+            assert "compared on the 6 (prompt, seed) samples both have, of 8 and 6" in text
+        else:
+            assert alt.versus.difference.n_samples == 8
+    assert text.count("samples both have, of") == 1
+
+
+def test_provenance_footer_names_version_commit_libraries_and_command(store):
+    text = report_markdown(store, baseline="tiny-sd15")
+    recorded = sqlite3.connect(store).execute("SELECT git_commit, versions FROM runs").fetchall()
+    footer = text[text.index("## Provenance"):]
+    assert "rpo-bench 0.1.0" in footer or "report made by rpo-bench" in footer
+    for commit, versions in recorded:
+        assert (commit or "unknown") in footer
+        assert json.loads(versions)["torch"] in footer
+    assert f"rpo-bench report --store {store} --baseline tiny-sd15 --markdown" in footer
+
+
+def test_cli_prints_and_writes_the_same_report(store, tmp_path, capsys):
+    assert main(["report", "--store", str(store), "--baseline", "tiny-sd15"]) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "report.md"
+    assert main(["report", "--store", str(store), "--baseline", "tiny-sd15", "--markdown", "--out", str(out)]) == 0
+    written = out.read_text(encoding="utf-8")
+    strip = lambda t: [line for line in t.splitlines() if not line.startswith("- reproduce:")]  # noqa: E731
+    assert strip(written) == strip(printed)
+    assert f"--out {out}" in written
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left
+    assert not [p.name for p in store.parent.iterdir() if p.name.startswith(f"{store.name}-")]  # no -wal / -shm
+
+
+def test_metrics_filter_and_by_category(store):
+    text = report_markdown(store, baseline="tiny-sd15-alt", by="category", metrics="tiny-clip")
+    assert "### category seen" in text and "### category unseen" in text
+    assert "(baseline)" in text
