@@ -12,7 +12,6 @@ Both are deterministic (seeded) and cached in a folder named by a hash of everyt
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -25,7 +24,7 @@ from PIL import Image
 
 from rpo_bench.config import home_dir, safe_child
 from rpo_bench.errors import BadInputError
-from rpo_bench.styles import Reference, Style, reference_images, references_fingerprint, style_home
+from rpo_bench.styles import Reference, Style, png_bytes, reference_images, references_fingerprint, style_home
 
 FORMAT = 1  # bump when the way pairs are made changes: it moves the cached folders
 PAIR_MODES = ("reference", "relabel")
@@ -190,19 +189,13 @@ def _pair_row(caption: str, winner: bytes, loser: bytes, extra: dict[str, Any]) 
             "label_0": 1.0 if first else 0.0, "label_1": 0.0 if first else 1.0, **extra}
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _reference_bytes(style: Style, reference: Reference) -> bytes:
     """A folder's file as it is (a JPEG stays a JPEG); a render or a Hub row as PNG."""
     if style.folder:
         path = Path(style.folder).expanduser() / reference.name
         if path.is_file():
             return path.read_bytes()
-    return _png_bytes(reference.image)
+    return png_bytes(reference.image)
 
 
 def _reference_rows(style: Style, per_reference: int, device: str,
@@ -213,7 +206,7 @@ def _reference_rows(style: Style, per_reference: int, device: str,
     for reference, images in zip(references, losers, strict=True):
         winner = _reference_bytes(style, reference)
         for index, image in enumerate(images):
-            rows.append(_pair_row(reference.caption, winner, _png_bytes(image),
+            rows.append(_pair_row(reference.caption, winner, png_bytes(image),
                                   {"style": style.name, "mode": "reference", "reference": reference.name,
                                    "loser_model": style.base_model, "loser_index": index}))
     return rows, {"references": len(references), "base_images": sum(len(images) for images in losers),
@@ -262,7 +255,7 @@ def _relabel_rows(style: Style, source: str, margin: float, device: str,
                   "kept_original_label": round(kept_same / len(rows), 6),
                   "winners_style_prob": round(math.fsum(winners) / len(winners), 6),
                   "losers_style_prob": round(math.fsum(losers) / len(losers), 6),
-                  "probe_notes": probe.notes() if hasattr(probe, "notes") else []}
+                  "probe_notes": probe.notes()}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

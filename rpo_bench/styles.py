@@ -254,7 +254,7 @@ def _caption_beside(path: Path) -> str | None:
 def _micro_references(style: Style) -> list[Reference]:
     """Renders of micro-train scenes in the style, captioned with the plain content prompt: the model must learn
     to draw the style for prompts that never name it."""
-    import io
+    from dataclasses import replace
 
     import numpy as np
 
@@ -272,18 +272,19 @@ def _micro_references(style: Style) -> list[Reference]:
     for index in range(style.references):
         scene = pool[int(order[index % len(pool)])]
         seed = MICRO_REFERENCE_SEED + index
-        image = render(_styled(scene, style.micro), seed=seed)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        references.append(Reference(image, scene_prompt(scene), hashlib.sha256(buffer.getvalue()).hexdigest(),
+        image = render(replace(scene, style=style.micro), seed=seed)
+        references.append(Reference(image, scene_prompt(scene), hashlib.sha256(png_bytes(image)).hexdigest(),
                                     f"render-{index:04d}"))
     return references
 
 
-def _styled(scene, micro_style: str):
-    from dataclasses import replace
+def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG: how renders are hashed, and how they are written into a preference set."""
+    import io
 
-    return replace(scene, style=micro_style)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # -- a Hub dataset, streamed once into a folder ----------------------------------------------------------------
