@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rpo_bench.config import writable_dir
 from rpo_bench.errors import BadInputError
+from rpo_bench.sqlite_wal import enable_wal, retry_while_locked
 
 INDEX_FILE = "index.sqlite"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -60,14 +61,17 @@ class ImageCache:
             raise BadInputError(f"cannot use the image cache index {self.index_path}: {exc}") from exc
         try:
             with self._guard():
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
-                columns = [row[1] for row in self._db.execute("PRAGMA table_info(keys)")]
+                columns = retry_while_locked(self._setup)
             if columns[:2] != ["key", "sha256"]:
                 raise BadInputError(self._damaged(f"table keys has columns {', '.join(columns)}"))
         except BaseException:
             self._db.close()
             raise
+
+    def _setup(self) -> list[str]:
+        enable_wal(self._db)
+        self._db.execute("CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL)")
+        return [row[1] for row in self._db.execute("PRAGMA table_info(keys)")]
 
     def _damaged(self, reason: str) -> str:
         # The index only maps keys to hashes: deleting it loses no image, only reuse by stores that lack the rows.

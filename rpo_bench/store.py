@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo_bench.errors import BadInputError
+from rpo_bench.sqlite_wal import enable_wal, retry_while_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -108,20 +109,13 @@ class ResultsStore:
             if not was_there:
                 self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
 
-    def _initialise(self, attempts: int = 50) -> None:
-        """Check what is there, then WAL mode and the schema. Switching to WAL takes an exclusive lock for which
-        SQLite does not wait (the busy timeout does not apply), so processes opening a new store together retry
-        for a few seconds."""
-        for attempt in range(attempts):
-            try:
-                self._check_existing_tables()  # before anything is written into someone else's file
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.executescript(SCHEMA)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.1 * (1 + attempt % 5))
+    def _initialise(self) -> None:
+        """Check what is there, then WAL mode and the schema (retried while another process opens it too)."""
+        def setup() -> None:
+            self._check_existing_tables()  # before anything is written into someone else's file
+            enable_wal(self._db)
+            self._db.executescript(SCHEMA)
+        retry_while_locked(setup)
 
     def _check_existing_tables(self) -> None:
         """A file of some other program, or a store whose tables are not the ones this version writes, is refused

@@ -26,6 +26,7 @@ from rpo_bench.errors import BadInputError
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.clip_score import DEFAULT_BACKBONE, HFClipBackbone
 from rpo_bench.progress import progress_bar
+from rpo_bench.sqlite_wal import enable_wal, retry_while_locked
 from rpo_bench.training.data import PreferenceData
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,7 @@ class EmbeddingCache:
             raise BadInputError(f"cannot write the embedding cache {self.path}: {exc}") from exc
         try:
             with self._guard():
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.executescript(SCHEMA)
-                columns = [row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")]
+                columns = retry_while_locked(self._setup)
             if columns != ["model", "sample_id", "dim", "text", "image_w", "image_l", "created_at"]:
                 raise BadInputError(self._damaged(f"table embeddings has columns {', '.join(columns)}"))
         except sqlite3.Error as exc:  # what _guard leaves: locked, read-only, cannot open
@@ -107,6 +106,11 @@ class EmbeddingCache:
         except BaseException:
             self._db.close()
             raise
+
+    def _setup(self) -> list[str]:
+        enable_wal(self._db)
+        self._db.executescript(SCHEMA)
+        return [row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")]
 
     def _damaged(self, reason: str) -> str:
         # The cache holds nothing that cannot be recomputed from the preference data.
