@@ -195,7 +195,7 @@ def _p_text(p: float | None) -> str:
     return "" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _ranks(rows: Sequence[SummaryRow]) -> dict[str, int]:
+def ranks(rows: Sequence[SummaryRow]) -> dict[str, int]:
     """1 = best mean (competition ranking: equal means share a rank); models without samples get none."""
     scored = [r for r in rows if r.interval is not None]
     ordered = sorted(scored, key=lambda r: -r.mean if r.higher_is_better else r.mean)
@@ -205,7 +205,7 @@ def _ranks(rows: Sequence[SummaryRow]) -> dict[str, int]:
     return ranks
 
 
-def _settings_text(settings: str) -> str:
+def settings_text(settings: str) -> str:
     try:
         values = json.loads(settings)
     except ValueError:
@@ -235,29 +235,106 @@ def _section_rows(group: Group, baseline: str | None, by_category: bool) -> list
     return summarise_tables(group.tables, base or "", by_category=by_category)
 
 
-def _table(rows: Sequence[SummaryRow], baseline: str | None, notes: list[str], where: str) -> list[str]:
+@dataclass
+class Section:
+    """One group's rows (all prompts first, then each category with --by category), ranked within each table."""
+
+    group: Group
+    rows: list[SummaryRow]
+    baseline: str | None  # the compared baseline; None when it has no scores in this section
+
+    @property
+    def title(self) -> str:
+        g = self.group
+        return f"{g.metric} (version {g.metric_version}) · protocol {g.protocol} · prompt set {g.prompt_set}"
+
+    def tables(self) -> list[tuple[str | None, list[SummaryRow]]]:
+        """(category or None for all prompts, rows) in order."""
+        return [(category, [r for r in self.rows if r.category == category])
+                for category in dict.fromkeys(r.category for r in self.rows)]
+
+
+@dataclass
+class Report:
+    """Everything a report shows, computed once; the markdown, HTML and export renderers only format it."""
+
+    store: Path
+    sections: list[Section]
+    baseline: str | None
+    models: list[str]
+    info: StoreInfo
+    differs: list[str]
+    notes: list[str]
+    command: str
+    version: str
+    by: str | None = None
+
+
+def _shared_sample_notes(section: Section) -> list[str]:
+    notes = []
+    g = section.group
+    for category, rows in section.tables():
+        where = f"{g.metric} {g.metric_version}, protocol {g.protocol}" + (
+            f", category {category}" if category is not None else "")
+        for row in rows:
+            if row.versus is None or row.model == section.baseline:
+                continue
+            shared = row.versus.difference.n_samples
+            if not shared == row.n == row.baseline_n:
+                notes.append(f"{row.model} vs {section.baseline} ({where}): compared on the {shared} (prompt, seed) "
+                             f"samples both have, of {row.n} and {row.baseline_n}.")
+    return notes
+
+
+def build_report(store_path: Path, baseline: str | None = None, by: str | None = None,
+                 metrics: str | Sequence[str] | None = None, command: str | None = None) -> Report:
+    """Read the store and compute every section's numbers (rpo_bench.summary); `command` is the reproducing
+    command line shown in the provenance (default: built from the arguments)."""
+    from rpo_bench import __version__ as rpo_bench_version
+
+    path = Path(store_path).expanduser()
+    if by is not None and by not in BY_ACCEPTED:
+        raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
+    groups = load_tables(path, metrics=metrics)
+    info = store_info(path)
+    models = list(dict.fromkeys(m for g in groups for m in g.models))
+    if baseline is not None and baseline not in models:
+        raise BadInputError(f"--baseline {baseline!r} has no scores in {path}; accepted: one of "
+                            f"{', '.join(models) or 'none (the store holds no scores)'}")
+    chosen = baseline or _default_baseline(groups, info)
+    sections = [Section(g, _section_rows(g, chosen, by == "category"), chosen if chosen in g.models else None)
+                for g in groups]
+    notes = list(dict.fromkeys(n for section in sections for n in _shared_sample_notes(section)))
+    return Report(path, sections, chosen, models, info, _differs(groups), notes,
+                  command or reproduce_command(path, baseline, by, metrics), rpo_bench_version, by)
+
+
+def mean_text(row: SummaryRow) -> str:
+    return "-" if row.interval is None else f"{row.mean:.3f} [{row.interval.low:.3f}, {row.interval.high:.3f}]"
+
+
+def versus_cells(row: SummaryRow, baseline: str | None) -> list[str]:
+    """diff [CI], win rate, Holm p against the baseline, as shown in every format."""
+    if row.model == baseline:
+        return ["(baseline)", "", ""]
+    if row.versus is None:
+        return ["no shared sample", "", ""]
+    return [row.versus.difference.format(3), f"{100 * row.versus.win_rate.estimate:.0f}%",
+            _p_text(row.versus.p_holm)]
+
+
+def _table(rows: Sequence[SummaryRow], baseline: str | None) -> list[str]:
     compared = baseline is not None
     header = ["model", "n", "mean [95% CI]", "rank"]
     if compared:
         header += [f"diff vs {baseline} [95% CI]", "win rate", "Holm p"]
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
              "|" + "|".join([":---", "---:", "---:", "---:"] + ["---:"] * (3 if compared else 0)) + "|"]
-    ranks = _ranks(rows)
+    row_ranks = ranks(rows)
     for row in rows:
-        mean = "-" if row.interval is None else f"{row.mean:.3f} [{row.interval.low:.3f}, {row.interval.high:.3f}]"
-        cells = [row.model, row.samples if row.n else "0", mean, str(ranks.get(row.model, "-"))]
+        cells = [row.model, row.samples if row.n else "0", mean_text(row), str(row_ranks.get(row.model, "-"))]
         if compared:
-            if row.model == baseline:
-                cells += ["(baseline)", "", ""]
-            elif row.versus is None:
-                cells += ["no shared sample", "", ""]
-            else:
-                cells += [row.versus.difference.format(3), f"{100 * row.versus.win_rate.estimate:.0f}%",
-                          _p_text(row.versus.p_holm)]
-                shared = row.versus.difference.n_samples
-                if not shared == row.n == row.baseline_n:
-                    notes.append(f"{row.model} vs {baseline} ({where}): compared on the {shared} (prompt, seed) "
-                                 f"samples both have, of {row.n} and {row.baseline_n}.")
+            cells += versus_cells(row, baseline)
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
 
@@ -283,64 +360,57 @@ def reproduce_command(store_path: Path, baseline: str | None, by: str | None, me
     return shlex.join(words)
 
 
-def report_markdown(store_path: Path, baseline: str | None = None, by: str | None = None,
-                    metrics: str | Sequence[str] | None = None, command: str | None = None) -> str:
-    """The report as markdown: a header (what was evaluated), one section per group, a provenance footer.
-    `command` is the reproducing command line printed in the footer (default: built from the arguments)."""
-    from rpo_bench import __version__ as rpo_bench_version
-
-    path = Path(store_path).expanduser()
-    if by is not None and by not in BY_ACCEPTED:
-        raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
-    groups = load_tables(path, metrics=metrics)
-    info = store_info(path)
-    models = list(dict.fromkeys(m for g in groups for m in g.models))
-    if baseline is not None and baseline not in models:
-        raise BadInputError(f"--baseline {baseline!r} has no scores in {path}; accepted: one of "
-                            f"{', '.join(models) or 'none (the store holds no scores)'}")
-    chosen = baseline or _default_baseline(groups, info)
-
-    lines = [f"# rpo-bench report: {_cell(path.name)}", "", f"- store: `{path}`"]
+def header_lines(report: Report) -> list[str]:
+    """What was evaluated, as (markdown) bullet lines: prompt sets, protocols, seeds, metric versions, models."""
+    groups = [section.group for section in report.sections]
+    lines = [f"- store: `{report.store}`"]
     lines.append(f"- prompt set(s): {', '.join(_cell(p) for p in dict.fromkeys(g.prompt_set for g in groups))}"
                  if groups else "- no scores in this store")
     protocols = dict.fromkeys((g.protocol, g.protocol_settings) for g in groups)
     if protocols:
-        lines.append("- protocol(s): " + "; ".join(f"{_cell(name)} ({_cell(_settings_text(s))})"
+        lines.append("- protocol(s): " + "; ".join(f"{_cell(name)} ({_cell(settings_text(s))})"
                                                     for name, s in protocols))
         lines.append(f"- seeds: {', '.join(str(s) for s in sorted({s for g in groups for s in g.seeds}))}")
         versions = dict.fromkeys((g.metric, g.metric_version) for g in groups)
         lines.append("- metric versions: " + ", ".join(f"{_cell(m)} {_cell(v)}" for m, v in versions))
-        lines.append(f"- models: {', '.join(_cell(m) for m in models)}; baseline: {_cell(chosen)} (each other model "
-                     "minus the baseline on the (prompt, seed) samples both have)")
-    differs = _differs(groups)
+        lines.append(f"- models: {', '.join(_cell(m) for m in report.models)}; baseline: {_cell(report.baseline)} "
+                     "(each other model minus the baseline on the (prompt, seed) samples both have)")
     if len(groups) > 1:
-        lines.append(f"- {len(groups)} sections, one per {' / '.join(differs)}: scores of different sections are "
-                     "never averaged or compared together")
-    notes: list[str] = []
-    by_category = by == "category"
-    for group in groups:
-        title = (f"{group.metric} (version {group.metric_version}) · protocol {group.protocol} · prompt set "
-                 f"{group.prompt_set}")
-        lines += ["", f"## {_cell(title)}", "",
-                  f"protocol settings: {_cell(_settings_text(group.protocol_settings))}; seeds: "
-                  f"{', '.join(str(s) for s in group.seeds)}"]
-        rows = _section_rows(group, chosen, by_category)
-        base = chosen if chosen in group.models else None
-        if chosen is not None and base is None:
-            lines += ["", f"(the baseline {_cell(chosen)} has no scores in this section: no comparison)"]
-        for category in dict.fromkeys(r.category for r in rows):
-            members = [r for r in rows if r.category == category]
-            where = f"{group.metric} {group.metric_version}, protocol {group.protocol}" + (
-                f", category {category}" if category is not None else "")
-            lines += ["", f"### {'all prompts' if category is None else f'category {_cell(category)}'}", ""]
-            lines += _table(members, base, notes, where)
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in dict.fromkeys(notes)]
-    lines += ["", "## Provenance", "",
-              f"- report made by rpo-bench {rpo_bench_version}",
-              f"- git commit(s) recorded by the runs: {', '.join(info.commits) or 'none (no runs recorded)'}"]
+        lines.append(f"- {len(groups)} sections, one per {' / '.join(report.differs)}: scores of different sections "
+                     "are never averaged or compared together")
+    return lines
+
+
+def provenance_lines(report: Report) -> list[str]:
+    info = report.info
+    lines = [f"- report made by rpo-bench {report.version}",
+             f"- git commit(s) recorded by the runs: {', '.join(info.commits) or 'none (no runs recorded)'}"]
     if info.versions:
         lines.append("- library versions recorded by the runs: " + ", ".join(
             f"{_cell(name)} {_cell(' / '.join(v))}" for name, v in sorted(info.versions.items())))
-    lines.append(f"- reproduce: `{command or reproduce_command(path, baseline, by, metrics)}`")
+    lines.append(f"- reproduce: `{report.command}`")
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """The report as markdown: a header (what was evaluated), one section per group, a provenance footer."""
+    lines = [f"# rpo-bench report: {_cell(report.store.name)}", "", *header_lines(report)]
+    for section in report.sections:
+        g = section.group
+        lines += ["", f"## {_cell(section.title)}", "",
+                  f"protocol settings: {_cell(settings_text(g.protocol_settings))}; seeds: "
+                  f"{', '.join(str(s) for s in g.seeds)}"]
+        if report.baseline is not None and section.baseline is None:
+            lines += ["", f"(the baseline {_cell(report.baseline)} has no scores in this section: no comparison)"]
+        for category, rows in section.tables():
+            lines += ["", f"### {'all prompts' if category is None else f'category {_cell(category)}'}", ""]
+            lines += _table(rows, section.baseline)
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in report.notes]
+    lines += ["", "## Provenance", "", *provenance_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def report_markdown(store_path: Path, baseline: str | None = None, by: str | None = None,
+                    metrics: str | Sequence[str] | None = None, command: str | None = None) -> str:
+    return render_markdown(build_report(store_path, baseline, by, metrics, command))
