@@ -89,6 +89,14 @@ BENCHMARKS = (
               {"cpu": [], "cpu-quick": ["--steps", "40"], "cuda": ["--threads", "0"],
                "cuda-quick": ["--threads", "0", "--steps", "40"]},
               {"cpu": 900, "cpu-quick": 300, "cuda": 300, "cuda-quick": 180}),
+    # The report runs on the CPU whatever --device says (SQLite, bootstraps, formatting): the profiles only set
+    # how often each time is repeated.
+    Benchmark("report", "bench_report.py",
+              "`rpo-bench report` on a 100,000-score store: markdown and HTML time; JSON / CSV export time",
+              "markdown <= 5 s, HTML <= 30 s",
+              {"cpu": ["--repeats", "3"], "cpu-quick": ["--repeats", "1"], "cuda": ["--repeats", "3"],
+               "cuda-quick": ["--repeats", "1"]},
+              {"cpu": 300, "cpu-quick": 180, "cuda": 300, "cuda-quick": 180}),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

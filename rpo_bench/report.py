@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpo_bench.errors import BadInputError
+from rpo_bench.reported import ReportedValue, reported_for
 from rpo_bench.store import SCHEMA_COLUMNS, damaged_store_message
 from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, summarise_tables
 
@@ -104,6 +105,21 @@ def _read(db: sqlite3.Connection, path: Path, sql: str, params: tuple = ()) -> l
         raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise BadInputError(damaged_store_message(path, str(exc))) from exc
+
+
+class ReadOnlyStore:
+    """The store's query interface (what rpo_bench.grids reads) over a read-only connection, so that drawing a
+    report's image grid writes nothing either."""
+
+    def __init__(self, store_path: Path):
+        self.path = Path(store_path).expanduser()
+        self._db = _open(self.path)
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return _read(self._db, self.path, sql, tuple(params))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -242,6 +258,7 @@ class Section:
     group: Group
     rows: list[SummaryRow]
     baseline: str | None  # the compared baseline; None when it has no scores in this section
+    reported: list[ReportedValue] = field(default_factory=list)  # published values of this setting, kept apart
 
     @property
     def title(self) -> str:
@@ -302,8 +319,8 @@ def build_report(store_path: Path, baseline: str | None = None, by: str | None =
         raise BadInputError(f"--baseline {baseline!r} has no scores in {path}; accepted: one of "
                             f"{', '.join(models) or 'none (the store holds no scores)'}")
     chosen = baseline or _default_baseline(groups, info)
-    sections = [Section(g, _section_rows(g, chosen, by == "category"), chosen if chosen in g.models else None)
-                for g in groups]
+    sections = [Section(g, _section_rows(g, chosen, by == "category"), chosen if chosen in g.models else None,
+                        reported_for(g.prompt_set, g.protocol, g.metric)) for g in groups]
     notes = list(dict.fromkeys(n for section in sections for n in _shared_sample_notes(section)))
     return Report(path, sections, chosen, models, info, _differs(groups), notes,
                   command or reproduce_command(path, baseline, by, metrics), rpo_bench_version, by)
@@ -346,7 +363,7 @@ def _default_baseline(groups: Sequence[Group], info: StoreInfo) -> str | None:
 
 
 def reproduce_command(store_path: Path, baseline: str | None, by: str | None, metrics: str | Sequence[str] | None,
-                      out: Path | None = None) -> str:
+                      out: Path | None = None, fmt: str = "markdown") -> str:
     words = ["rpo-bench", "report", "--store", str(store_path)]
     if baseline is not None:
         words += ["--baseline", baseline]
@@ -354,7 +371,7 @@ def reproduce_command(store_path: Path, baseline: str | None, by: str | None, me
         words += ["--by", by]
     if (chosen := _split(metrics)) is not None:
         words += ["--metrics", ",".join(chosen)]
-    words.append("--markdown")
+    words.append(f"--{fmt}")
     if out is not None:
         words += ["--out", str(out)]
     return shlex.join(words)
@@ -405,6 +422,14 @@ def render_markdown(report: Report) -> str:
         for category, rows in section.tables():
             lines += ["", f"### {'all prompts' if category is None else f'category {_cell(category)}'}", ""]
             lines += _table(rows, section.baseline)
+        if section.reported:
+            lines += ["", "### reported (published numbers, not measured here: other images and scorer copies, so "
+                      "never ranked or compared with the rows above)", "", "| model (reported) | value | source |",
+                      "|:---|---:|:---|"]
+            lines += [f"| {_cell(r.model)} | {r.value:g} | {_cell(r.source)} |" for r in section.reported]
+    from rpo_bench.report_style import style_comparisons, style_markdown
+
+    lines += style_markdown(style_comparisons(report))
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in report.notes]
     lines += ["", "## Provenance", "", *provenance_lines(report)]

@@ -57,7 +57,7 @@ def _table_rows(text: str, header: str) -> dict[str, list[str]]:
     start = lines.index(header)
     rows: dict[str, list[str]] = {}
     for line in lines[start + 1:]:
-        if line.startswith("## "):
+        if line.startswith("## ") or line.startswith("### reported"):
             break
         if line.startswith("| ") and not line.startswith("| model"):
             cells = [c.strip() for c in line.strip("|").split(" | ")]
@@ -130,3 +130,58 @@ def test_metrics_filter_and_by_category(store):
     text = report_markdown(store, baseline="tiny-sd15-alt", by="category", metrics="tiny-clip")
     assert "### category seen" in text and "### category unseen" in text
     assert "(baseline)" in text
+
+
+def _copy_store(store: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy.sqlite"
+    with sqlite3.connect(store) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    return copy
+
+
+def test_published_numbers_are_reported_rows_apart_from_measured_ones(store, tmp_path):
+    """Scores made under the setting of METHOD.md's published table get its numbers as "reported" rows, in a
+    table of their own: never ranked with, or compared to, the measured models."""
+    copy = _copy_store(store, tmp_path)
+    with sqlite3.connect(copy) as db:
+        db.execute("UPDATE images SET prompt_set = 'pickapic-val', protocol = 'spo-ddim20' WHERE protocol = 'tiny'")
+        db.execute("UPDATE scores SET metric = 'hpsv2' WHERE metric = 'tiny-clip'")
+    text = report_markdown(copy, baseline="tiny-sd15")
+    measured = next(s for s in _sections(text) if "protocol spo-ddim20" in s)
+    part = text[text.index(measured):]
+    part = part[:part.index("\n## ", 1)]
+    assert "### reported (published numbers, not measured here" in part
+    assert "| SD1.5 Diffusion-DPO | 25.05 | SPO paper (arXiv 2406.04314), Table 1 |" in part
+    ranked = _table_rows(text, measured)
+    assert set(ranked) == set(MODELS)  # no published model among the ranked rows
+    other = next(s for s in _sections(text) if "protocol micro" in s)
+    other_part = text[text.index(other):]
+    assert "SD1.5" not in other_part[:other_part.index("\n## ", 1)]  # another protocol: no published numbers
+
+
+def test_style_section_pairs_style_gained_with_content_kept(store, tmp_path):
+    copy = _copy_store(store, tmp_path)
+    with sqlite3.connect(copy) as db:  # a style metric beside the content metric, on the same images
+        db.execute("INSERT INTO scores SELECT image_key, 'style-prob:demo', metric_version, 0.5 * value, model, "
+                   "protocol_fingerprint, run_id, created_at FROM scores WHERE metric = 'tiny-clip' "
+                   "AND metric_version != ?", (OTHER_VERSION,))
+    from rpo_bench.report import build_report
+    from rpo_bench.report_style import style_comparisons, style_plot_png
+
+    report = build_report(copy, baseline="tiny-sd15")
+    comparisons = style_comparisons(report)
+    assert {(c.protocol, c.style_metric, c.content_metric) for c in comparisons} == {
+        ("tiny", "style-prob:demo", "tiny-clip"), ("micro", "style-prob:demo", "tiny-clip")}
+    for comparison in comparisons:
+        (point,) = comparison.points
+        assert point.model == "tiny-sd15-alt"
+        assert point.style_gained.estimate == pytest.approx(0.5 * point.content_kept.estimate)
+    text = report_markdown(copy, baseline="tiny-sd15")
+    assert text.count("## Style gained vs content kept") == 2
+    assert style_plot_png(comparisons[0]).startswith(b"\x89PNG")
+    from rpo_bench.report_html import render_html
+
+    page = render_html(report, image_cache=tmp_path / "no-cache")
+    assert page.count("<h2>Style gained vs content kept") == 2
+    assert 'alt="style gained against content kept' in page
+    assert "Style gained" not in report_markdown(store, baseline="tiny-sd15")  # no style metric: no section

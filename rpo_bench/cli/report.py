@@ -1,4 +1,4 @@
-"""`rpo-bench report`: a results store's scores as markdown (see rpo_bench.report)."""
+"""`rpo-bench report`: a results store's scores as markdown, HTML, JSON or CSV (see rpo_bench.report)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,10 @@ import typer
 
 from rpo_bench.cli.console import console
 
+FORMATS = ("markdown", "html", "json", "csv")
 
-def report(
-    store: Path = typer.Option(..., help="Results store (SQLite) written by rpo-bench evaluate; read only."),
-    baseline: str | None = typer.Option(None, help="The model every other is compared with, paired by prompt and "
-                                        "seed (default: the first model of the store's first run)."),
-    by: str | None = typer.Option(None, help="category: also report each prompt category on its own."),
-    metrics: str | None = typer.Option(None, help="Comma-separated metrics to report (default: every metric with "
-                                       "scores)."),
-    markdown: bool = typer.Option(True, "--markdown", help="Markdown output (the only format for now)."),
-    out: Path | None = typer.Option(None, help="Write the report to this file (atomically) instead of stdout."),
-) -> None:
-    """Report every score of a results store: one markdown table per prompt set, protocol and metric version."""
-    from rpo_bench.errors import BadInputError
-    from rpo_bench.report import report_markdown, reproduce_command
 
-    if out is not None:
-        out = out.expanduser()
-        if out.is_dir():
-            raise BadInputError(f"--out {out} is a folder; accepted: a file path (e.g. {out / 'report.md'})")
-        if not out.parent.is_dir():
-            raise BadInputError(f"--out {out}: folder {out.parent} does not exist")
-    text = report_markdown(store, baseline=baseline, by=by, metrics=metrics,
-                           command=reproduce_command(store, baseline, by, metrics, out))
-    if out is None:
-        console.file.write(text)
-        console.file.flush()
-        return
+def _write_atomic(out: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -45,4 +22,62 @@ def report(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def report(
+    store: Path = typer.Option(..., help="Results store (SQLite) written by rpo-bench evaluate; read only."),
+    baseline: str | None = typer.Option(None, help="The model every other is compared with, paired by prompt and "
+                                        "seed (default: the first model of the store's first run)."),
+    by: str | None = typer.Option(None, help="category: also report each prompt category on its own."),
+    metrics: str | None = typer.Option(None, help="Comma-separated metrics to report (default: every metric with "
+                                       "scores)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Markdown (the default format)."),
+    html: bool = typer.Option(False, "--html", help="One self-contained HTML file: tables, bar charts with "
+                              "intervals, an image grid from the image cache (needs --out)."),
+    json_: bool = typer.Option(False, "--json", help="Results JSON (lm-evaluation-harness style): provenance, per "
+                               "metric value, interval and n, per sample image key, prompt hash and score."),
+    csv: bool = typer.Option(False, "--csv", help="CSV: one row per section, category and model."),
+    image_cache: Path | None = typer.Option(None, help="Image cache for the HTML grid (default: the home's)."),
+    out: Path | None = typer.Option(None, help="Write the report to this file (atomically) instead of stdout."),
+) -> None:
+    """Report every score of a results store: one table per prompt set, protocol and metric version."""
+    from rpo_bench.errors import BadInputError
+    from rpo_bench.report import build_report, render_markdown, reproduce_command
+
+    chosen = [name for name, flag in zip(FORMATS, (markdown, html, json_, csv), strict=True) if flag]
+    if len(chosen) > 1:
+        raise BadInputError(f"{' and '.join('--' + c for c in chosen)}: choose one format; accepted: "
+                            f"{', '.join('--' + f for f in FORMATS)}")
+    fmt = chosen[0] if chosen else "markdown"
+    if out is not None:
+        out = out.expanduser()
+        if out.is_dir():
+            raise BadInputError(f"--out {out} is a folder; accepted: a file path (e.g. {out / 'report.md'})")
+        if not out.parent.is_dir():
+            raise BadInputError(f"--out {out}: folder {out.parent} does not exist")
+    elif fmt == "html":
+        raise BadInputError("--html needs --out FILE.html (an HTML page with embedded images is not for a terminal)")
+    result = build_report(store, baseline=baseline, by=by, metrics=metrics,
+                          command=reproduce_command(store, baseline, by, metrics, out, fmt))
+    if fmt == "html":
+        from rpo_bench.report_html import render_html
+
+        text = render_html(result, image_cache=image_cache)
+    elif fmt == "json":
+        import json
+
+        from rpo_bench.report_export import export_json
+
+        text = json.dumps(export_json(result), indent=1, sort_keys=True) + "\n"
+    elif fmt == "csv":
+        from rpo_bench.report_export import export_csv
+
+        text = export_csv(result)
+    else:
+        text = render_markdown(result)
+    if out is None:
+        console.file.write(text)
+        console.file.flush()
+        return
+    _write_atomic(out, text)
     console.print(f"report: {out}", soft_wrap=True)
