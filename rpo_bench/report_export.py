@@ -102,11 +102,11 @@ def _parsed(text: str | None) -> Any:
 
 # -- store reads -------------------------------------------------------------------------------------------------
 def _runs(db: sqlite3.Connection, report: Report) -> list[dict[str, Any]]:
-    runs = _read(db, report.store, "SELECT run_id, created_at, updated_at, config, versions, git_commit FROM runs "
-                                   "ORDER BY created_at, run_id")
-    return [{"run_id": run_id, "created_at": created, "updated_at": updated, "config": _parsed(config),
-             "versions": _parsed(versions), "git_commit": commit}
-            for run_id, created, updated, config, versions, commit in runs]
+    """Each run's recorded configuration and software. Not its timestamps: the same runs made again must export
+    the same bytes, so that a regenerated leaderboard diffs clean when its numbers did not change."""
+    runs = _read(db, report.store, "SELECT run_id, config, versions, git_commit FROM runs ORDER BY created_at, run_id")
+    return [{"run_id": run_id, "config": _parsed(config), "versions": _parsed(versions), "git_commit": commit}
+            for run_id, config, versions, commit in runs]
 
 
 def _samples(db: sqlite3.Connection, report: Report, keys: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -789,6 +789,15 @@ CASES: list[Case] = [
       "one of tiny-sd15, tiny-sd15-alt", "small_store"),
     C("report-metric-without-scores", "names", "report --store={tmp}/s.sqlite --metrics tiny-clip,hpsv2",
       "metrics with scores: tiny-clip", "small_store"),
+    C("report-html-without-out", "usage", "report --store={tmp}/s.sqlite --html", "--html needs --out",
+      "small_store"),
+    C("report-two-formats", "usage", "report --store={tmp}/s.sqlite --json --csv", "--json and --csv",
+      "small_store"),
+    C("leaderboard-unknown-name", "names", "leaderboard update nope --root {tmp}", "leaderboard 'nope' does not "
+      "exist"),
+    C("leaderboard-root-missing", "paths", "leaderboard update micro --root {tmp}/none", "{tmp}/none does not exist"),
+    C("demo-unknown-style", "names", "demo --style micro-skecth --out {tmp}/d", "'micro-skecth'"),
+    C("demo-style-not-micro", "names", "demo --style sketch --out {tmp}/d", "not a micro style"),
     # images
     C("score-not-an-image", "images", "score {tmp}/notimage.png --prompt cat", "notimage.png", "text_as_png"),
     C("score-zero-byte-image", "images", "score {tmp}/zero.png --prompt cat", "zero.png", "zero_byte_png"),

@@ -18,8 +18,10 @@ import typer
 from rich.text import Text
 
 from rpo_bench.cli.console import err_console, printable
+from rpo_bench.cli.demo import demo
 from rpo_bench.cli.download import download
 from rpo_bench.cli.evaluate import register as register_evaluate
+from rpo_bench.cli.leaderboard import leaderboard_app
 from rpo_bench.cli.micro import micro_app
 from rpo_bench.cli.registries import metrics_app, models_app, prompts_app, protocols_app
 from rpo_bench.cli.report import report
@@ -47,6 +49,8 @@ register_train(app)
 app.add_typer(micro_app, name="micro")
 app.command()(score)
 app.command()(report)
+app.command()(demo)
+app.add_typer(leaderboard_app, name="leaderboard")
 app.command()(download)
 app.add_typer(models_app, name="models")
 app.add_typer(metrics_app, name="metrics")
