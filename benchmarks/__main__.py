@@ -89,6 +89,11 @@ BENCHMARKS = (
               {"cpu": [], "cpu-quick": ["--steps", "40"], "cuda": ["--threads", "0"],
                "cuda-quick": ["--threads", "0", "--steps", "40"]},
               {"cpu": 900, "cpu-quick": 300, "cuda": 300, "cuda-quick": 180}),
+    Benchmark("demo", "bench_demo.py",
+              "`rpo-bench demo --quick` and `rpo-bench demo` wall time, each from a fresh home",
+              "--quick / 3 minutes <= 1, default / 10 minutes <= 1",
+              {"cpu": [], "cpu-quick": ["--skip-default"], "cuda": [], "cuda-quick": ["--skip-default"]},
+              {"cpu": 1200, "cpu-quick": 400, "cuda": 900, "cuda-quick": 300}),
     # The report runs on the CPU whatever --device says (SQLite, bootstraps, formatting): the profiles only set
     # how often each time is repeated.
     Benchmark("report", "bench_report.py",

@@ -303,6 +303,22 @@ def _shared_sample_notes(section: Section) -> list[str]:
     return notes
 
 
+def _metric_notes(groups: Sequence[Group]) -> list[str]:
+    """What a metric says about itself (the style probe's held-out accuracy), for the versions in this report that
+    are the metric's current one; read from caches, never fitted or downloaded."""
+    from rpo_bench.metrics import make_metric
+
+    notes = []
+    for metric, version in dict.fromkeys((g.metric, g.metric_version) for g in groups):
+        try:
+            scorer = make_metric(metric)
+            if hasattr(scorer, "notes") and scorer.version == version:
+                notes += scorer.notes()
+        except Exception:  # noqa: BLE001 - a metric no longer registered or not loadable here has nothing to add
+            continue
+    return notes
+
+
 def build_report(store_path: Path, baseline: str | None = None, by: str | None = None,
                  metrics: str | Sequence[str] | None = None, command: str | None = None) -> Report:
     """Read the store and compute every section's numbers (rpo_bench.summary); `command` is the reproducing
@@ -321,7 +337,8 @@ def build_report(store_path: Path, baseline: str | None = None, by: str | None =
     chosen = baseline or _default_baseline(groups, info)
     sections = [Section(g, _section_rows(g, chosen, by == "category"), chosen if chosen in g.models else None,
                         reported_for(g.prompt_set, g.protocol, g.metric)) for g in groups]
-    notes = list(dict.fromkeys(n for section in sections for n in _shared_sample_notes(section)))
+    notes = list(dict.fromkeys([*(n for section in sections for n in _shared_sample_notes(section)),
+                                *_metric_notes(groups)]))
     return Report(path, sections, chosen, models, info, _differs(groups), notes,
                   command or reproduce_command(path, baseline, by, metrics), rpo_bench_version, by)
 

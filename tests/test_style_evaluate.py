@@ -85,6 +85,13 @@ def test_evaluate_style_end_to_end(home, tmp_path, capsys):
     again = capsys.readouterr().out
     assert "generated 0 images" in again and "style-prob:small-sketch: probe held-out accuracy " in again
 
+    # the report of that store shows the style section and the probe's accuracy too
+    from rpo_bench.report import report_markdown
+
+    text = report_markdown(tmp_path / "r.sqlite", by="category")
+    assert "## Style gained vs content kept" in text and "by micro-style:sketch, content by micro-oracle" in text
+    assert "- style-prob:small-sketch: probe held-out accuracy " in text
+
 
 def test_base_sim_without_the_base_model_is_one_line(home, tmp_path, capsys):
     code = main(["evaluate", "--models", "micro-other", "--metrics", "base-sim:small-sketch", "--protocol", "micro",
