@@ -158,6 +158,36 @@ def render_readme(spec: LeaderboardSpec, command: str, comparison: dict, compari
     return "\n".join(lines)
 
 
+def summary_table(comparison: dict) -> list[str]:
+    """The judging metric's per-method rows (no per-seed rows): what the project README shows."""
+    metric = comparison["config"]["metric"]
+    lines = [f"| model | {metric} mean [95% CI] | vs | difference [95% CI] | win rate |", "|:---|---:|:---|---:|---:|"]
+    for row in comparison["metrics"][metric]:
+        if " seed " in row["model"]:
+            continue
+        mean = row["mean"]
+        cells = [row["model"], f"{mean['estimate']:.3f} [{mean['low']:.3f}, {mean['high']:.3f}]", row["versus"] or "",
+                 _fmt(row["difference"]) if "difference" in row else "",
+                 f"{row['win_rate']['estimate']:.2f}" if "win_rate" in row else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def update_readme_block(readme: Path, name: str, lines: list[str]) -> bool:
+    """Replace what stands between `<!-- leaderboard:NAME -->` and `<!-- /leaderboard:NAME -->` in the project
+    README, so its leaderboard table is the committed one; False when the README has no such block."""
+    start, end = f"<!-- leaderboard:{name} -->", f"<!-- /leaderboard:{name} -->"
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        return False
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    readme.write_text(before + start + "\n" + "\n".join(lines) + "\n" + end + after, encoding="utf-8")
+    return True
+
+
 def update(name: str, root: Path = DEFAULT_ROOT, show_progress: bool = True) -> Path:
     """Run the leaderboard's demo (reusing finished work) and rewrite its folder from the results."""
     from rpo_bench.demo import command_line, run_demo
@@ -184,6 +214,7 @@ def update(name: str, root: Path = DEFAULT_ROOT, show_progress: bool = True) -> 
                            style_plot="style.png" in result.files)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     write_index(Path(root).expanduser())
+    update_readme_block(Path(root).expanduser().resolve().parent / "README.md", name, summary_table(comparison))
     return folder
 
 

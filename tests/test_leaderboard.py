@@ -32,6 +32,9 @@ def test_update_twice_from_scratch_gives_identical_numbers(tmp_path, session_hom
     root = tmp_path / "leaderboards"
     (root / "tiny").mkdir(parents=True)
     (root / "tiny" / "leaderboard.toml").write_text(SPEC, encoding="utf-8")
+    project_readme = tmp_path / "README.md"
+    project_readme.write_text("intro\n<!-- leaderboard:tiny -->\nold table\n<!-- /leaderboard:tiny -->\nrest\n",
+                              encoding="utf-8")
     assert main(["leaderboard", "update", "tiny", "--root", str(root)]) == 0
     first = {name: (root / "tiny" / name).read_bytes() for name in WRITTEN}
     shutil.rmtree(work_dir("tiny"))  # retrain, regenerate and rescore everything
@@ -52,6 +55,9 @@ def test_update_twice_from_scratch_gives_identical_numbers(tmp_path, session_hom
     measured, reported = index.split("## Reported (published numbers, not measured here)")
     assert "SD1.5 Diffusion-DPO" in reported and "SD1.5" not in measured
     assert json.loads(second["results.json"])["config"]["command"] == "rpo-bench leaderboard update tiny"
+    block = project_readme.read_text(encoding="utf-8")
+    assert block.startswith("intro\n<!-- leaderboard:tiny -->\n| model | micro-oracle mean [95% CI] |")
+    assert "| rpo | " in block and "old table" not in block and block.endswith("<!-- /leaderboard:tiny -->\nrest\n")
 
 
 def test_the_committed_leaderboards_parse():
