@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import add_common_options, row, run_script  # noqa: E402
+from benchmarks.common import add_common_options, print_wall_time_rows, row, run_script  # noqa: E402
 
 TARGETS = {"--quick": 180.0, "default": 600.0}
 
@@ -62,9 +62,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         rows += [row(f"demo {name}: wall time, fresh home", seconds, "s"),
                  row(f"demo {name} / {target / 60:.0f} minutes ({seconds:.0f} s)", seconds / target, "ratio",
                      ratio=seconds / target, target="<= 1")]
-    for r in rows:
-        shown = f"{r['value']:.3f} (target {r['target']})" if r["unit"] == "ratio" else f"{r['value']:.1f} s"
-        print(f"  {r['what']}: {shown}")
+    print_wall_time_rows(rows)
     return rows
 
 

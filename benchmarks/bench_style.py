@@ -30,7 +30,7 @@ os.environ["RPO_BENCH_HOME"] = str(HOME)  # before importing rpo_bench: everythi
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import add_common_options, positive, row, run_script  # noqa: E402
+from benchmarks.common import add_common_options, positive, print_wall_time_rows, row, run_script  # noqa: E402
 
 BUDGET_SECONDS = 600.0
 PROBE_SNIPPET = """
@@ -92,9 +92,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                 ratio=total / BUDGET_SECONDS, target=None if args.steps else "<= 1"),
             row(f"style-prob:{style.name} probe fit (embed references and base images, fit, save)",
                 probe_seconds, "s")]
-    for r in rows:
-        shown = f"{r['value']:.3f} (target {r['target']})" if r["unit"] == "ratio" else f"{r['value']:.1f} s"
-        print(f"  {r['what']}: {shown}")
+    print_wall_time_rows(rows)
     return rows
 
 

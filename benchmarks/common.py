@@ -281,3 +281,10 @@ def time_losses(trainers: dict, pairs: int, device: str = "cpu", iterations: int
                 synchronize(device)
                 out[method].append(time.perf_counter() - start)
     return out
+
+
+def print_wall_time_rows(rows: list[dict]) -> None:
+    """One line per row: a ratio with its target, or a wall time in seconds."""
+    for r in rows:
+        shown = f"{r['value']:.3f} (target {r['target']})" if r["unit"] == "ratio" else f"{r['value']:.1f} s"
+        print(f"  {r['what']}: {shown}")

@@ -31,17 +31,30 @@ def _bars(rows: Sequence[SummaryRow]) -> list[tuple[str, float, float, float]]:
     return bars
 
 
-def interval_bars_png(rows: Sequence[SummaryRow], baseline: str | None, title: str) -> bytes:
-    """One horizontal bar per model (its mean), the 95% interval as error bars, the baseline's bar in another
-    colour; the first row on top. Same rows -> same bytes (Agg, fixed size and dpi, no Software metadata)."""
+def new_figure(width: float, height: float):
+    """A Figure on its own Agg canvas, not pyplot: no display is needed, no global backend is switched, and
+    nothing stays registered between calls."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    bars = _bars(rows)
-    # A Figure on its own Agg canvas, not pyplot: no display is needed, no global backend is switched, and
-    # nothing stays registered between calls.
-    figure = Figure(figsize=(WIDTH_IN, INCHES_PER_MODEL * max(1, len(bars)) + 1), dpi=DPI)
+    figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_png(figure) -> bytes:
+    """The figure as PNG bytes; the same drawing gives the same bytes (fixed dpi, no Software metadata)."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def interval_bars_png(rows: Sequence[SummaryRow], baseline: str | None, title: str) -> bytes:
+    """One horizontal bar per model (its mean), the 95% interval as error bars, the baseline's bar in another
+    colour; the first row on top. Same rows -> same bytes (Agg, fixed size and dpi, no Software metadata)."""
+    bars = _bars(rows)
+    figure = new_figure(WIDTH_IN, INCHES_PER_MODEL * max(1, len(bars)) + 1)
     axes = figure.add_subplot()
     positions = list(range(len(bars)))[::-1]  # the first row at the top, as in the table
     if bars:
@@ -58,10 +71,7 @@ def interval_bars_png(rows: Sequence[SummaryRow], baseline: str | None, title: s
     figure.suptitle(_short(title, TITLE_CHARS), fontsize=9)
     axes.set_xlabel("mean with 95% interval", fontsize=8)
     axes.tick_params(labelsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def _short(text: str, limit: int = 40) -> str:

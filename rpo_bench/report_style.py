@@ -10,7 +10,6 @@ split by category, since prompts that name the style measure the prompt as much 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 from rpo_bench import stats
@@ -94,12 +93,10 @@ def style_markdown(comparisons: list[StyleComparison]) -> list[str]:
 
 def style_plot_png(comparison: StyleComparison) -> bytes:
     """Style gained (y) against content kept (x), each with its 95% interval, one labelled point per model."""
-    import matplotlib
+    from rpo_bench.report_plots import figure_png, new_figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(5.6, 4.2))
+    figure = new_figure(5.6, 4.2)
+    ax = figure.add_subplot()
     for point in comparison.points:
         x, y = point.content_kept, point.style_gained
         ax.errorbar(x.estimate, y.estimate, xerr=[[x.estimate - x.low], [x.high - x.estimate]],
@@ -111,8 +108,4 @@ def style_plot_png(comparison: StyleComparison) -> bytes:
     ax.set_xlabel(f"content kept: Δ {comparison.content_metric} vs {comparison.baseline}", fontsize=8)
     ax.set_ylabel(f"style gained: Δ {comparison.style_metric}", fontsize=8)
     ax.tick_params(labelsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)

@@ -3,7 +3,6 @@ panel per metric, so "which method moved what, and is it more than noise" is see
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 
@@ -14,14 +13,12 @@ def _method_rows(rows: Sequence[Mapping], base: str) -> list[Mapping]:
 
 def differences_png(metrics: Mapping[str, Sequence[Mapping]], base: str = "micro-base") -> bytes:
     """`metrics` is comparison.json's {metric: rows}; a PNG with one panel per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from rpo_bench.report_plots import figure_png, new_figure
 
     panels = [(metric, _method_rows(rows, base)) for metric, rows in metrics.items()]
     panels = [(metric, rows) for metric, rows in panels if rows]
-    figure, axes = plt.subplots(len(panels), 1, figsize=(6.4, 0.5 + 1.3 * max(len(panels), 1)), squeeze=False)
+    figure = new_figure(6.4, 0.5 + 1.3 * max(len(panels), 1))
+    axes = figure.subplots(max(len(panels), 1), 1, squeeze=False)
     for ax, (metric, rows) in zip(axes[:, 0], panels, strict=False):
         names = [r["model"] for r in rows]
         middle = [r["difference"]["estimate"] for r in rows]
@@ -35,8 +32,4 @@ def differences_png(metrics: Mapping[str, Sequence[Mapping]], base: str = "micro
         ax.invert_yaxis()
         ax.set_title(f"{metric}: difference from {base} [95% CI]", fontsize=9)
         ax.tick_params(labelsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
