@@ -73,6 +73,10 @@ _RESUME_HINTS = {
     "train": "saved checkpoints are kept; run the same command with --resume to continue from the last one",
     "micro": "finished stages and images are kept; run the same command again to resume",
     "download": "files downloaded so far are kept; run the same command again to continue",
+    "demo": "finished training runs, images and scores are kept in the demo's folder; run the same command again "
+            "to resume",
+    "leaderboard": "finished training runs, images and scores are kept in its work folder; run the same command "
+                   "again to resume",
 }
 
 
