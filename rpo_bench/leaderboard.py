@@ -145,10 +145,6 @@ def render_readme(spec: LeaderboardSpec, command: str, comparison: dict, compari
              "![each method's difference from micro-base, with 95% intervals](differences.png)", "",
              "## Methods (each mean over the training seeds; paired by prompt and evaluation seed)", "",
              comparison_md.strip(), ""]
-    if comparison.get("probe_agreement"):
-        agreement = comparison["probe_agreement"]
-        lines += [f"The style probe agrees with the judge on {100 * agreement['agreement']:.1f}% of "
-                  f"{agreement['images']} images.", ""]
     if style_plot:
         lines += ["![style gained against content kept, per training run](style.png)", ""]
     lines += ["## Images (rows: held-out prompts; columns: models; one seed)", "", "![image grid](grid.png)", ""]
