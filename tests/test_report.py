@@ -185,3 +185,23 @@ def test_style_section_pairs_style_gained_with_content_kept(store, tmp_path):
     assert page.count("<h2>Style gained vs content kept") == 2
     assert 'alt="style gained against content kept' in page
     assert "Style gained" not in report_markdown(store, baseline="tiny-sd15")  # no style metric: no section
+
+
+def test_cli_writes_every_format(store, tmp_path, capsys):
+    """--json / --csv / --html through the command line: the files a user gets, with the reproducing command."""
+    import csv
+    import io
+
+    assert main(["report", "--store", str(store), "--baseline", "tiny-sd15", "--json", "--out",
+                 str(tmp_path / "r.json")]) == 0
+    exported = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert exported["config"]["command"].endswith(f"--json --out {tmp_path / 'r.json'}")
+    assert len(exported["results"]) == 3 and set(exported["samples"]) == set(exported["results"])
+    capsys.readouterr()
+    assert main(["report", "--store", str(store), "--baseline", "tiny-sd15", "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {row["model"] for row in rows} == set(MODELS) and len(rows) == 3 * len(MODELS)
+    assert main(["report", "--store", str(store), "--html", "--out", str(tmp_path / "r.html"),
+                 "--image-cache", str(store.parent / "images")]) == 0
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and 'alt="image grid: ' in page  # the cached images, drawn
