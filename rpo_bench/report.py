@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,25 +394,27 @@ def reproduce_command(store_path: Path, baseline: str | None, by: str | None, me
     return shlex.join(words)
 
 
-def header_lines(report: Report) -> list[str]:
-    """What was evaluated, as (markdown) bullet lines: prompt sets, protocols, seeds, metric versions, models."""
+def header_items(report: Report, escape: Callable[[object], str] = _cell,
+                 code: Callable[[object], str] = lambda text: f"`{text}`") -> list[str]:
+    """What was evaluated (store, prompt sets, protocols, seeds, metric versions, models), one item per fact, with
+    `escape` applied to the store's text and `code` to the store path: markdown's by default, HTML's from
+    report_html."""
     groups = [section.group for section in report.sections]
-    lines = [f"- store: `{report.store}`"]
-    lines.append(f"- prompt set(s): {', '.join(_cell(p) for p in dict.fromkeys(g.prompt_set for g in groups))}"
-                 if groups else "- no scores in this store")
+    items = [f"store: {code(report.store)}"]
+    if not groups:
+        return [*items, "no scores in this store"]
+    items.append(f"prompt set(s): {', '.join(escape(p) for p in dict.fromkeys(g.prompt_set for g in groups))}")
     protocols = dict.fromkeys((g.protocol, g.protocol_settings) for g in groups)
-    if protocols:
-        lines.append("- protocol(s): " + "; ".join(f"{_cell(name)} ({_cell(settings_text(s))})"
-                                                    for name, s in protocols))
-        lines.append(f"- seeds: {', '.join(str(s) for s in sorted({s for g in groups for s in g.seeds}))}")
-        versions = dict.fromkeys((g.metric, g.metric_version) for g in groups)
-        lines.append("- metric versions: " + ", ".join(f"{_cell(m)} {_cell(v)}" for m, v in versions))
-        lines.append(f"- models: {', '.join(_cell(m) for m in report.models)}; baseline: {_cell(report.baseline)} "
-                     "(each other model minus the baseline on the (prompt, seed) samples both have)")
+    items.append("protocol(s): " + "; ".join(f"{escape(name)} ({escape(settings_text(s))})" for name, s in protocols))
+    items.append(f"seeds: {', '.join(str(s) for s in sorted({s for g in groups for s in g.seeds}))}")
+    versions = dict.fromkeys((g.metric, g.metric_version) for g in groups)
+    items.append("metric versions: " + ", ".join(f"{escape(m)} {escape(v)}" for m, v in versions))
+    items.append(f"models: {', '.join(escape(m) for m in report.models)}; baseline: {escape(report.baseline)} (each "
+                 "other model minus the baseline on the (prompt, seed) samples both have)")
     if len(groups) > 1:
-        lines.append(f"- {len(groups)} sections, one per {' / '.join(report.differs)}: scores of different sections "
-                     "are never averaged or compared together")
-    return lines
+        items.append(f"{len(groups)} sections, one per {escape(' / '.join(report.differs))}: scores of different "
+                     "sections are never averaged or compared together")
+    return items
 
 
 def provenance_lines(report: Report) -> list[str]:
@@ -428,7 +430,7 @@ def provenance_lines(report: Report) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     """The report as markdown: a header (what was evaluated), one section per group, a provenance footer."""
-    lines = [f"# rpo-bench report: {_cell(report.store.name)}", "", *header_lines(report)]
+    lines = [f"# rpo-bench report: {_cell(report.store.name)}", "", *(f"- {item}" for item in header_items(report))]
     for section in report.sections:
         g = section.group
         lines += ["", f"## {_cell(section.title)}", "",

@@ -14,7 +14,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from rpo_bench.report import ReadOnlyStore, Report, Section, mean_text, ranks, settings_text, versus_cells
+from rpo_bench.report import ReadOnlyStore, Report, Section, header_items, mean_text, ranks, settings_text, versus_cells
 from rpo_bench.report_plots import interval_bars_png
 from rpo_bench.summary import SummaryRow
 
@@ -55,23 +55,8 @@ def _ul(items: Sequence[str]) -> str:
 
 # -- header --------------------------------------------------------------------------------------------------------
 def _header_items(report: Report) -> list[str]:
-    """What was evaluated: the content of report.header_lines, escaped for HTML instead of for markdown."""
-    groups = [section.group for section in report.sections]
-    items = [f"store: <code>{_e(report.store)}</code>"]
-    if not groups:
-        return [*items, "no scores in this store"]
-    items.append("prompt set(s): " + _e(", ".join(dict.fromkeys(g.prompt_set for g in groups))))
-    protocols = dict.fromkeys((g.protocol, g.protocol_settings) for g in groups)
-    items.append("protocol(s): " + "; ".join(f"{_e(name)} ({_e(settings_text(s))})" for name, s in protocols))
-    items.append("seeds: " + _e(", ".join(str(s) for s in sorted({s for g in groups for s in g.seeds}))))
-    versions = dict.fromkeys((g.metric, g.metric_version) for g in groups)
-    items.append("metric versions: " + _e(", ".join(f"{m} {v}" for m, v in versions)))
-    items.append(f"models: {_e(', '.join(report.models))}; baseline: {_e(report.baseline)} (each other model minus "
-                 "the baseline on the (prompt, seed) samples both have)")
-    if len(groups) > 1:
-        items.append(f"{len(groups)} sections, one per {_e(' / '.join(report.differs))}: scores of different "
-                     "sections are never averaged or compared together")
-    return items
+    """What was evaluated: report.header_items, escaped for HTML instead of for markdown."""
+    return header_items(report, _e, lambda text: f"<code>{_e(text)}</code>")
 
 
 # -- sections ------------------------------------------------------------------------------------------------------
