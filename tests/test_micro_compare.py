@@ -102,5 +102,6 @@ def test_style_compare_judges_style_beside_content_and_probe(tmp_path, monkeypat
     record = json.loads((config.out / "comparison.json").read_text())
     assert record["probe_agreement"]["images"] == 3 * 2  # micro-base and two runs, two prompts, one seed
     assert 0 <= record["probe_agreement"]["agreement"] <= 1
+    assert record["probe_ceiling"] is None  # two prompts: too few to hold prompts out in five folds
     assert json.loads((config.out / "sft-seed0" / "rpo_bench.json").read_text())["style"]["name"] == "mini-sketch"
     assert (config.out / "grid.png").stat().st_size > 1000

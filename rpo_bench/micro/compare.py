@@ -278,6 +278,13 @@ def probe_agreement(score_tables, probe: str, judge: str) -> dict[str, float] | 
     return {"images": len(shared), "agreement": agree / len(shared), "judged_in_style": styled / len(shared)}
 
 
+def _probe_ceiling(config: CompareConfig) -> dict[str, float] | None:
+    from rpo_bench.evaluate import default_image_cache
+    from rpo_bench.micro.probe_ceiling import probe_ceiling
+
+    return probe_ceiling(config.out / "results.sqlite", default_image_cache(), config.style, config.metric)
+
+
 GRID_ROWS = 8
 
 
@@ -349,6 +356,13 @@ def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
             markdown += (f"\nstyle-prob:{config.style} agrees with the judge {config.metric} on "
                          f"{100 * agreement['agreement']:.1f}% of {agreement['images']} images (in style: probability "
                          f"above 0.5; the judge calls {100 * agreement['judged_in_style']:.1f}% in style)\n")
+            ceiling = _probe_ceiling(config)
+            record["probe_ceiling"] = ceiling
+            if ceiling:
+                markdown += (f"\nceiling: a logistic probe on the same embeddings, fitted to the judge's own calls, "
+                             f"agrees with them on {100 * ceiling['ceiling']:.1f}% of {ceiling['images']} images, each "
+                             f"predicted by a fit that did not see its prompt (5 folds over prompts); always answering "
+                             f"the judge's majority call agrees on {100 * ceiling['constant']:.1f}%\n")
     record["config"]["overrides"] = dict(config.overrides)
     _write_atomic(config.out / "comparison.json", json.dumps(record, indent=1, default=list))
     curves = learning_curves(config, outputs)
