@@ -9,9 +9,9 @@ def test_folds_keep_each_prompt_together_and_ignore_order():
     prompts = [f"p{i % 12}" for i in range(60)]
     folds = prompt_folds(prompts)
     for prompt in set(prompts):
-        assert len({f for p, f in zip(prompts, folds) if p == prompt}) == 1
+        assert len({f for p, f in zip(prompts, folds, strict=True) if p == prompt}) == 1
     shuffled = list(reversed(prompts))
-    assert dict(zip(shuffled, prompt_folds(shuffled))) == dict(zip(prompts, folds))
+    assert dict(zip(shuffled, prompt_folds(shuffled), strict=True)) == dict(zip(prompts, folds, strict=True))
     assert set(folds) == set(range(5))
 
 

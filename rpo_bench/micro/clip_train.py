@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rpo_bench.micro.training_data import training_batch
+from rpo_bench.micro.training_data import StyleMix, training_batch
 from rpo_bench.models.tokenizer import MODEL_MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
 from rpo_bench.progress import progress_bar
 
@@ -59,7 +59,7 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, prompts: list[str]
 
 
 def train_micro_clip(out_dir: Path, seed: int = 0, steps: int = 1500, batch_size: int = 128,
-                     show_progress: bool = True) -> dict[str, float]:
+                     show_progress: bool = True, mix: StyleMix = StyleMix()) -> dict[str, float]:
     from transformers import CLIPImageProcessor, CLIPModel
 
     torch.manual_seed(seed)
@@ -71,7 +71,7 @@ def train_micro_clip(out_dir: Path, seed: int = 0, steps: int = 1500, batch_size
     model.train()
     with progress_bar("micro CLIP", steps, show_progress) as advance:
         for _ in range(steps):
-            images, prompts = training_batch(rng, batch_size)
+            images, prompts = training_batch(rng, batch_size, mix=mix)
             image, text = _features(model, tokenizer, images, prompts)
             loss = contrastive_loss(image, text, prompts, model.logit_scale)
             optimizer.zero_grad(set_to_none=True)

@@ -11,30 +11,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rpo_bench.micro.training_data import training_batch
+from rpo_bench.micro.training_data import StyleMix, training_batch
 from rpo_bench.progress import progress_bar
 
 
-def build_micro_vae():
+def build_micro_vae(latent_channels: int = 4):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
                          up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64), layers_per_block=1,
-                         latent_channels=4, norm_num_groups=32, sample_size=32)
+                         latent_channels=latent_channels, norm_num_groups=32, sample_size=32)
 
 
 def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_weight: float = 1e-6,
-                    show_progress: bool = True):
-    """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR."""
+                    show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4):
+    """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR.
+    `mix` and `latent_channels` are the build's unless an experiment asks otherwise (experiments/)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 100)
-    vae = build_micro_vae()
+    vae = build_micro_vae(latent_channels)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     vae.train()
     with progress_bar("micro VAE", steps, show_progress) as advance:
         for _ in range(steps):
-            images, _ = training_batch(rng, batch_size, split="all")
+            images, _ = training_batch(rng, batch_size, split="all", mix=mix)
             posterior = vae.encode(images).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
             loss = F.mse_loss(reconstruction, images) + kl_weight * posterior.kl().mean()
@@ -45,7 +46,7 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
             advance(1)
     vae.eval()
     with torch.no_grad():
-        images, _ = training_batch(np.random.default_rng(seed + 101), 256, split="all")
+        images, _ = training_batch(np.random.default_rng(seed + 101), 256, split="all", mix=mix)
         latents = vae.encode(images).latent_dist.mean
         reconstruction = vae.decode(latents).sample.clamp(-1, 1)
         mse = F.mse_loss((reconstruction + 1) / 2, (images + 1) / 2).item()

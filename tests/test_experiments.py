@@ -1,0 +1,30 @@
+"""The experiment scripts behind docs/style-recipe.md's limits still run and print their tables."""
+
+import numpy as np
+from PIL import Image
+
+from experiments.micro_vae_styles import main as vae_styles
+from experiments.probe_features import MICRO_CLIP, feature_sets
+from rpo_bench.micro.scenes import STYLES
+
+
+def test_vae_styles_prints_a_row_per_vae_with_a_probability_per_style(tmp_path, capsys):
+    vae_styles(["--channels", "8", "--steps", "1", "--renders", "2", "--out", str(tmp_path)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]  # not progress lines
+    assert lines[0] == "| VAE | " + " | ".join(STYLES) + " |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| micro-base's VAE", "| 8 channels, 50% styled, 1 steps"]
+    for line in lines[2:]:
+        values = [float(v) for v in line.strip(" |").split(" | ")[1:]]
+        assert len(values) == len(STYLES) and all(0 <= v <= 1 for v in values)
+    assert (tmp_path / "vae-c8-styled0.5-steps1.safetensors").is_file()  # kept, and reused by the next run
+
+
+def test_probe_features_gives_every_feature_set_one_row_per_image():
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(MICRO_CLIP).float().eval()
+    images = [Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)) for i in range(3)]
+    dims = {name: features.shape for name, features in feature_sets(model, images).items()}
+    assert dims == {"projected embedding": (3, 64), "patch-token means, every layer": (3, 256),
+                    "patch-token means and stds, every layer": (3, 512),
+                    "patch-token means and stds, first two layers": (3, 256), "raw pixels": (3, 3072)}
