@@ -292,6 +292,7 @@ def run_all(args: argparse.Namespace, report: dict, save: Callable[[dict], None]
                 continue
             timeout = min(timeout, left)
         results[bench.name] = run_one(bench, args.device, profile, timeout)
+        results[bench.name]["measured_by"] = {"date": report["date"], "command": report["command"]}
         save(report)
 
 
@@ -331,6 +332,34 @@ def results_paths(results_dir: Path, profile: str, stamp: str) -> tuple[Path, Pa
     return results_dir / f"{profile}-{stamp}.json", results_dir / f"{profile}-latest.json"
 
 
+def latest_results(previous: dict | None, report: dict) -> dict:
+    """What `<profile>-latest.json` holds after a finished run: this run's report, plus every benchmark it did not
+    measure (not selected by --only, or skipped for --budget) from the previous latest file, when that file
+    describes the same machine. So `--only X` updates X's numbers without dropping the others; `measured_by` on
+    each benchmark says which run its numbers come from."""
+    same_machine = (previous is not None and previous.get("profile") == report["profile"]
+                    and previous.get("machine", {}).get("cpu") == report["machine"]["cpu"]
+                    and previous.get("machine", {}).get("gpu") == report["machine"]["gpu"])
+    if not same_machine:
+        return report
+    kept = {}
+    for name, result in previous.get("benchmarks", {}).items():
+        mine = report["benchmarks"].get(name)
+        if mine is None or mine["status"].startswith("skipped"):
+            kept[name] = {**result, "measured_by": result.get("measured_by") or
+                          {"date": previous.get("date"), "command": previous.get("command")}}
+    merged = {**report["benchmarks"], **kept}
+    order = [b.name for b in BENCHMARKS] + sorted(set(merged) - set(BY_NAME))
+    return {**report, "benchmarks": {name: merged[name] for name in order if name in merged}}
+
+
+def _read_latest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or unreadable: this run's report replaces it
+        return None
+
+
 def list_benchmarks() -> None:
     for bench in BENCHMARKS:
         print(f"{bench.name:20s} {bench.measures}\n{'':20s} target: {bench.targets}")
@@ -363,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     run_all(args, report, save)
     report["complete"] = True
     save(report)
-    write_json_atomically(latest, report)  # only a finished run replaces the latest one
+    write_json_atomically(latest, latest_results(_read_latest(latest), report))  # only a finished run updates it
     print()
     print_table(report, f"rpo-bench benchmarks, {profile}, {report['seconds']:.0f} s")
     print(f"results: {stamped} (and {latest})")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.__main__ import BENCHMARKS
+from benchmarks.__main__ import BENCHMARKS, latest_results
 from benchmarks.__main__ import main as bench_main
 from benchmarks.common import build_on, parameters, row, sd15_pipeline, sd15_unet, sdxl_pipeline
 
@@ -70,6 +70,39 @@ def test_every_profile_has_options_and_a_timeout():
         assert (ROOT / "benchmarks" / bench.script).is_file()
         for profile in ("cpu", "cpu-quick", "cuda", "cuda-quick"):
             assert profile in bench.options and bench.timeout_s[profile] > 0
+
+
+def _report(date: str, cpu: str, **benchmarks: str) -> dict:
+    return {"date": date, "command": f"python -m benchmarks ({date})", "profile": "cpu", "complete": True,
+            "machine": {"cpu": cpu, "gpu": None},
+            "benchmarks": {name: {"status": status, "rows": [], **({"measured_by": {"date": date}} if status == "ok"
+                                                                  else {})}
+                           for name, status in benchmarks.items()}}
+
+
+def test_an_only_run_updates_its_benchmark_in_the_latest_results_and_keeps_the_others():
+    full = _report("monday", "cpu A", **{"evaluate-cache": "ok", "train-step": "ok", "style": "ok"})
+    only = _report("tuesday", "cpu A", **{"train-step": "ok"})
+    latest = latest_results(full, only)
+    assert list(latest["benchmarks"]) == ["evaluate-cache", "train-step", "style"]  # the benchmarks' own order
+    assert {n: r["measured_by"]["date"] for n, r in latest["benchmarks"].items()} == {
+        "evaluate-cache": "monday", "train-step": "tuesday", "style": "monday"}
+    assert latest["date"] == "tuesday"
+
+
+def test_a_skipped_benchmark_keeps_its_last_measurement_and_a_failed_one_replaces_it():
+    full = _report("monday", "cpu A", **{"evaluate-cache": "ok", "train-step": "ok"})
+    later = _report("tuesday", "cpu A", **{"evaluate-cache": "skipped: --budget spent", "train-step": "crashed"})
+    latest = latest_results(full, later)["benchmarks"]
+    assert latest["evaluate-cache"]["status"] == "ok" and latest["evaluate-cache"]["measured_by"]["date"] == "monday"
+    assert latest["train-step"]["status"] == "crashed"
+
+
+def test_results_of_another_machine_are_replaced_not_merged():
+    full = _report("monday", "cpu A", **{"evaluate-cache": "ok", "train-step": "ok"})
+    only = _report("tuesday", "cpu B", **{"train-step": "ok"})
+    assert latest_results(full, only) == only
+    assert latest_results(None, only) == only
 
 
 def test_row_judges_a_ratio_against_its_target_and_leaves_information_unjudged():
