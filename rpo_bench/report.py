@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shlex
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rpo_bench.errors import BadInputError
@@ -140,9 +140,10 @@ def _split(text: str | Sequence[str] | None) -> list[str] | None:
 
 
 def load_tables(store_path: Path, metrics: str | Sequence[str] | None = None,
-                models: str | Sequence[str] | None = None) -> list[Group]:
+                models: str | Sequence[str] | None = None, labels: Mapping[str, str] | None = None) -> list[Group]:
     """Every (prompt set, protocol, metric, metric version) of the store as a Group of ScoreTables keyed by
-    (prompt index, seed), one table per model; groups in the order their first score was written."""
+    (prompt index, seed), one table per model; groups in the order their first score was written. `labels` renames
+    models (store name -> label) in the tables; `models` filters by store name."""
     path = Path(store_path).expanduser()
     wanted_metrics, wanted_models = _split(metrics), _split(models)
     with closing(_open(path)) as db:
@@ -177,8 +178,8 @@ def load_tables(store_path: Path, metrics: str | Sequence[str] | None = None,
     for (key, model), (scores, categories) in sorted(tables.items(), key=lambda item: item[0][1]):
         group = groups[key]
         # The group name makes summarise_tables keep every section apart even if given several at once.
-        group.tables.append(ScoreTable(model, group.protocol, "|".join(key), group.metric, higher[group.metric],
-                                       dict(sorted(scores.items())), categories))
+        group.tables.append(ScoreTable((labels or {}).get(model, model), group.protocol, "|".join(key),
+                                       group.metric, higher[group.metric], dict(sorted(scores.items())), categories))
     return list(groups.values())
 
 
@@ -285,6 +286,11 @@ class Report:
     command: str
     version: str
     by: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # store name -> the label shown (--label)
+
+    def store_name(self, model: str) -> str:
+        """The name the store records for a model shown as `model` (its label, or the name itself)."""
+        return next((name for name, label in self.labels.items() if label == model), model)
 
 
 def _shared_sample_notes(section: Section) -> list[str]:
@@ -319,18 +325,52 @@ def _metric_notes(groups: Sequence[Group]) -> list[str]:
     return notes
 
 
+def parse_labels(specs: Sequence[str] | None) -> dict[str, str]:
+    """--label NAME=LABEL options -> {store name: label}; the split is at the last "=" (a path may hold one)."""
+    labels: dict[str, str] = {}
+    for spec in specs or []:
+        name, equals, label = spec.rpartition("=")
+        if not equals or not name.strip() or not label.strip():
+            raise BadInputError(f"--label {spec!r}; accepted: NAME=LABEL, NAME a model of the store (as the report "
+                                "names it without labels) and LABEL the name to show")
+        if name in labels:
+            raise BadInputError(f"--label {spec!r}: {name!r} is labelled twice; accepted: one --label per model")
+        labels[name] = label.strip()
+    return labels
+
+
+def _check_labels(labels: Mapping[str, str], present: Sequence[str], path: Path) -> None:
+    for name in labels:
+        if name not in present:
+            raise BadInputError(f"--label {name}={labels[name]}: {name!r} has no scores in {path}; accepted: one of "
+                                f"{', '.join(present) or 'none (the store holds no scores)'}")
+    shown = [labels.get(name, name) for name in present]
+    for label in dict.fromkeys(shown):
+        if shown.count(label) > 1:
+            raise BadInputError(f"--label: two models would be shown as {label!r}; accepted: labels that differ "
+                                "from each other and from every unlabelled model's name")
+
+
 def build_report(store_path: Path, baseline: str | None = None, by: str | None = None,
-                 metrics: str | Sequence[str] | None = None, command: str | None = None) -> Report:
+                 metrics: str | Sequence[str] | None = None, command: str | None = None,
+                 labels: Mapping[str, str] | None = None) -> Report:
     """Read the store and compute every section's numbers (rpo_bench.summary); `command` is the reproducing
-    command line shown in the provenance (default: built from the arguments)."""
+    command line shown in the provenance (default: built from the arguments). `labels` (store name -> label)
+    renames models everywhere the report shows them; `baseline` may be given by either name."""
     from rpo_bench import __version__ as rpo_bench_version
 
     path = Path(store_path).expanduser()
     if by is not None and by not in BY_ACCEPTED:
         raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
-    groups = load_tables(path, metrics=metrics)
+    labels = dict(labels or {})
+    if labels:
+        _check_labels(labels, list(dict.fromkeys(m for g in load_tables(path, metrics=metrics) for m in g.models)),
+                      path)
+    groups = load_tables(path, metrics=metrics, labels=labels)
     info = store_info(path)
+    info = replace(info, first_models=[labels.get(m, m) for m in info.first_models])
     models = list(dict.fromkeys(m for g in groups for m in g.models))
+    baseline = labels.get(baseline, baseline) if baseline is not None else None
     if baseline is not None and baseline not in models:
         raise BadInputError(f"--baseline {baseline!r} has no scores in {path}; accepted: one of "
                             f"{', '.join(models) or 'none (the store holds no scores)'}")
@@ -340,7 +380,8 @@ def build_report(store_path: Path, baseline: str | None = None, by: str | None =
     notes = list(dict.fromkeys([*(n for section in sections for n in _shared_sample_notes(section)),
                                 *_metric_notes(groups)]))
     return Report(path, sections, chosen, models, info, _differs(groups), notes,
-                  command or reproduce_command(path, baseline, by, metrics), rpo_bench_version, by)
+                  command or reproduce_command(path, baseline, by, metrics, labels=labels), rpo_bench_version, by,
+                  labels)
 
 
 def mean_text(row: SummaryRow) -> str:
@@ -380,8 +421,10 @@ def _default_baseline(groups: Sequence[Group], info: StoreInfo) -> str | None:
 
 
 def reproduce_command(store_path: Path, baseline: str | None, by: str | None, metrics: str | Sequence[str] | None,
-                      out: Path | None = None, fmt: str = "markdown") -> str:
+                      out: Path | None = None, fmt: str = "markdown", labels: Mapping[str, str] | None = None) -> str:
     words = ["rpo-bench", "report", "--store", str(store_path)]
+    for name, label in (labels or {}).items():
+        words += ["--label", f"{name}={label}"]
     if baseline is not None:
         words += ["--baseline", baseline]
     if by is not None:

@@ -123,6 +123,7 @@ def _samples(db: sqlite3.Connection, report: Report, keys: list[str]) -> dict[st
     for (prompt_set, protocol, fingerprint, metric, version, model, image_key, image_sha, prompt_index, prompt,
          category, seed, value) in rows:
         key, models = wanted.get((prompt_set, protocol, fingerprint, metric, version), (None, ()))
+        model = report.labels.get(model, model)  # the name the report shows
         if key is None or model not in models:
             continue
         kept[key][(model, prompt_index, seed)] = {
@@ -146,6 +147,8 @@ def export_json(report: Report) -> dict[str, Any]:
         "git_commits": info.commits, "versions": info.versions, "baseline": report.baseline, "by": report.by,
         "models": report.models, "runs": runs,
     }
+    if report.labels:
+        config["labels"] = dict(report.labels)  # store name -> label: the samples and results use the labels
     by_category = report.by == "category"
     results = {key: _section_result(section, by_category) for key, section in zip(keys, report.sections,
                                                                                    strict=True)}

@@ -133,7 +133,8 @@ def grid_png(report: Report, image_cache: Path, limit: int = GRID_PROMPTS) -> tu
     try:
         prompts = _grid_prompts(store, section, limit)
         seed = g.seeds[0]
-        columns = [stored_images(store, cache, model, g.protocol, prompts, seed) for model in g.models]
+        columns = [stored_images(store, cache, report.store_name(model), g.protocol, prompts, seed)
+                   for model in g.models]
     finally:
         store.close()
         cache.close()

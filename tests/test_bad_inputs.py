@@ -793,6 +793,12 @@ CASES: list[Case] = [
       "small_store"),
     C("report-two-formats", "usage", "report --store={tmp}/s.sqlite --json --csv", "--json and --csv",
       "small_store"),
+    C("report-label-without-equals", "usage", "report --store={tmp}/s.sqlite --label tiny-sd15",
+      "accepted: NAME=LABEL", "small_store"),
+    C("report-label-unknown-model", "names", "report --store={tmp}/s.sqlite --label tiny-sd16=base",
+      "one of tiny-sd15, tiny-sd15-alt", "small_store"),
+    C("report-label-collision", "names", "report --store={tmp}/s.sqlite --label tiny-sd15=tiny-sd15-alt",
+      "two models would be shown as 'tiny-sd15-alt'", "small_store"),
     C("leaderboard-unknown-name", "names", "leaderboard update nope --root {tmp}", "leaderboard 'nope' does not "
       "exist"),
     C("leaderboard-root-missing", "paths", "leaderboard update micro --root {tmp}/none", "{tmp}/none does not exist"),

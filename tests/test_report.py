@@ -205,3 +205,40 @@ def test_cli_writes_every_format(store, tmp_path, capsys):
                  "--image-cache", str(store.parent / "images")]) == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and 'alt="image grid: ' in page  # the cached images, drawn
+
+
+def test_labels_rename_models_in_every_format_with_the_same_numbers(store, tmp_path, capsys):
+    """--label NAME=LABEL: a run evaluated by folder path is shown by a short name; numbers, samples and the image
+    grid are those of the store name, and --baseline takes either name."""
+    plain = report_markdown(store, baseline="tiny-sd15")
+    assert main(["report", "--store", str(store), "--label", "tiny-sd15=base", "--label", "tiny-sd15-alt=alt",
+                 "--baseline", "tiny-sd15"]) == 0
+    labelled = capsys.readouterr().out
+    assert "tiny-sd15" not in labelled.split("- reproduce:")[0]  # nowhere before the reproducing command
+    header = _sections(plain)[0]
+    for store_name, label in (("tiny-sd15", "base"), ("tiny-sd15-alt", "alt")):
+        assert _table_rows(labelled, header)[label][1:] == _table_rows(plain, header)[store_name][1:]
+    assert "--label tiny-sd15=base --label tiny-sd15-alt=alt --baseline tiny-sd15 --markdown" in labelled
+    assert main(["report", "--store", str(store), "--label", "tiny-sd15-alt=alt", "--baseline", "alt", "--json",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    exported = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert exported["config"]["labels"] == {"tiny-sd15-alt": "alt"} and exported["config"]["baseline"] == "alt"
+    assert {s["model"] for samples in exported["samples"].values() for s in samples} == {"tiny-sd15", "alt"}
+    assert main(["report", "--store", str(store), "--label", "tiny-sd15-alt=alt", "--html", "--out",
+                 str(tmp_path / "r.html"), "--image-cache", str(store.parent / "images")]) == 0
+    assert 'alt="image grid: ' in (tmp_path / "r.html").read_text(encoding="utf-8")  # images found by store name
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    (["tiny-sd15"], "--label 'tiny-sd15'; accepted: NAME=LABEL"),
+    (["nope=x"], "--label nope=x: 'nope' has no scores in"),
+    (["tiny-sd15=a", "tiny-sd15=b"], "'tiny-sd15' is labelled twice"),
+    (["tiny-sd15=tiny-sd15-alt"], "two models would be shown as 'tiny-sd15-alt'"),
+])
+def test_a_bad_label_is_one_line(store, labels, message, capsys):
+    argv = ["report", "--store", str(store)]
+    for label in labels:
+        argv += ["--label", label]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

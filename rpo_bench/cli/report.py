@@ -37,12 +37,14 @@ def report(
     json_: bool = typer.Option(False, "--json", help="Results JSON (lm-evaluation-harness style): provenance, per "
                                "metric value, interval and n, per sample image key, prompt hash and score."),
     csv: bool = typer.Option(False, "--csv", help="CSV: one row per section, category and model."),
+    label: list[str] | None = typer.Option(None, help="NAME=LABEL: show the model the store names NAME (e.g. a "
+                                           "run's folder path) as LABEL; repeat for each model."),
     image_cache: Path | None = typer.Option(None, help="Image cache for the HTML grid (default: the home's)."),
     out: Path | None = typer.Option(None, help="Write the report to this file (atomically) instead of stdout."),
 ) -> None:
     """Report every score of a results store: one table per prompt set, protocol and metric version."""
     from rpo_bench.errors import BadInputError
-    from rpo_bench.report import build_report, render_markdown, reproduce_command
+    from rpo_bench.report import build_report, parse_labels, render_markdown, reproduce_command
 
     chosen = [name for name, flag in zip(FORMATS, (markdown, html, json_, csv), strict=True) if flag]
     if len(chosen) > 1:
@@ -57,8 +59,9 @@ def report(
             raise BadInputError(f"--out {out}: folder {out.parent} does not exist")
     elif fmt == "html":
         raise BadInputError("--html needs --out FILE.html (an HTML page with embedded images is not for a terminal)")
-    result = build_report(store, baseline=baseline, by=by, metrics=metrics,
-                          command=reproduce_command(store, baseline, by, metrics, out, fmt))
+    labels = parse_labels(label)
+    result = build_report(store, baseline=baseline, by=by, metrics=metrics, labels=labels,
+                          command=reproduce_command(store, baseline, by, metrics, out, fmt, labels))
     if fmt == "html":
         from rpo_bench.report_html import render_html
 
