@@ -140,10 +140,9 @@ def _split(text: str | Sequence[str] | None) -> list[str] | None:
 
 
 def load_tables(store_path: Path, metrics: str | Sequence[str] | None = None,
-                models: str | Sequence[str] | None = None, labels: Mapping[str, str] | None = None) -> list[Group]:
+                models: str | Sequence[str] | None = None) -> list[Group]:
     """Every (prompt set, protocol, metric, metric version) of the store as a Group of ScoreTables keyed by
-    (prompt index, seed), one table per model; groups in the order their first score was written. `labels` renames
-    models (store name -> label) in the tables; `models` filters by store name."""
+    (prompt index, seed), one table per model; groups in the order their first score was written."""
     path = Path(store_path).expanduser()
     wanted_metrics, wanted_models = _split(metrics), _split(models)
     with closing(_open(path)) as db:
@@ -178,8 +177,8 @@ def load_tables(store_path: Path, metrics: str | Sequence[str] | None = None,
     for (key, model), (scores, categories) in sorted(tables.items(), key=lambda item: item[0][1]):
         group = groups[key]
         # The group name makes summarise_tables keep every section apart even if given several at once.
-        group.tables.append(ScoreTable((labels or {}).get(model, model), group.protocol, "|".join(key),
-                                       group.metric, higher[group.metric], dict(sorted(scores.items())), categories))
+        group.tables.append(ScoreTable(model, group.protocol, "|".join(key), group.metric, higher[group.metric],
+                                       dict(sorted(scores.items())), categories))
     return list(groups.values())
 
 
@@ -363,10 +362,11 @@ def build_report(store_path: Path, baseline: str | None = None, by: str | None =
     if by is not None and by not in BY_ACCEPTED:
         raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
     labels = dict(labels or {})
+    groups = load_tables(path, metrics=metrics)
     if labels:
-        _check_labels(labels, list(dict.fromkeys(m for g in load_tables(path, metrics=metrics) for m in g.models)),
-                      path)
-    groups = load_tables(path, metrics=metrics, labels=labels)
+        _check_labels(labels, list(dict.fromkeys(m for g in groups for m in g.models)), path)
+        for group in groups:
+            group.tables = [replace(t, model=labels.get(t.model, t.model)) for t in group.tables]
     info = store_info(path)
     info = replace(info, first_models=[labels.get(m, m) for m in info.first_models])
     models = list(dict.fromkeys(m for g in groups for m in g.models))
