@@ -27,6 +27,7 @@ DEFAULT_ROOT = Path("leaderboards")
 SPEC_KEYS = {"title", "description", "next", "demo"}
 DEMO_KEYS = {"style", "quick", "methods", "train_seeds", "eval_seeds", "set"}
 COPIED = ("results.json", "results.csv", "comparison.json", "grid.png", "style.png")
+THREADS = 1  # torch threads a leaderboard is computed on (see update)
 
 
 @dataclass
@@ -136,8 +137,10 @@ def render_readme(spec: LeaderboardSpec, command: str, comparison: dict, compari
                   style_plot: bool = False) -> str:
     config = comparison["config"]
     lines = [f"# Leaderboard: {spec.title}", "", spec.description.strip(), "",
-             f"Reproduce: `rpo-bench leaderboard update {spec.name}`, which runs `{command}` and rewrites this "
-             "folder. On the CPU the same seeds give the same numbers.", "",
+             f"Reproduce: `rpo-bench leaderboard update {spec.name}`, which runs `{command}` on one CPU thread "
+             "and rewrites this folder. The same seeds give the same numbers on a CPU of the same kind with the same "
+             "torch build; the thread count is pinned because it changes float rounding, which a saturated DPO run "
+             "can amplify.", "",
              f"Training seeds {', '.join(map(str, config['train_seeds']))}; evaluation seeds "
              f"{', '.join(map(str, config['eval_seeds']))} on {config['prompts']} ({config['category'] or 'all'} "
              f"prompts); preset {config['preset']}; every method the same budget.", "",
@@ -185,14 +188,24 @@ def update_readme_block(readme: Path, name: str, lines: list[str]) -> bool:
 
 
 def update(name: str, root: Path = DEFAULT_ROOT, show_progress: bool = True) -> Path:
-    """Run the leaderboard's demo (reusing finished work) and rewrite its folder from the results."""
+    """Run the leaderboard's demo (reusing finished work) on THREADS torch threads and rewrite its folder."""
+    import torch
+
     from rpo_bench.demo import command_line, run_demo
     from rpo_bench.micro.compare_plot import differences_png
 
     spec = load_spec(name, root)
     config = demo_config(spec, show_progress)
     command = command_line(config, work_label(name))
-    result = run_demo(config, command=f"rpo-bench leaderboard update {name}")
+    # Measured: the same DPO run on one and on two threads differs in the fifth digit of its errors by step 100,
+    # and a saturated DPO loss can grow such a difference into another result; a committed leaderboard must come
+    # out the same on every machine, so it is always computed on one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        result = run_demo(config, command=f"rpo-bench leaderboard update {name}")
+    finally:
+        torch.set_num_threads(threads)
     folder = Path(root).expanduser() / name
     comparison_text = (config.out / "comparison.json").read_text(encoding="utf-8")
     comparison = json.loads(_scrub(comparison_text, name))

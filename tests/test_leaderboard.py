@@ -1,6 +1,6 @@
 """`rpo-bench leaderboard update NAME`: regenerates a leaderboard folder from what its leaderboard.toml records,
-with the same numbers from a fresh run (CPU, same seeds), no machine path in what is written, and an index that
-keeps published numbers apart."""
+with the same numbers from a fresh run (CPU, same seeds, whatever the thread count), no machine path in what is
+written, and an index that keeps published numbers apart."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from rpo_bench.cli import main
 from rpo_bench.leaderboard import load_spec, work_dir
@@ -35,11 +36,19 @@ def test_update_twice_from_scratch_gives_identical_numbers(tmp_path, session_hom
     project_readme = tmp_path / "README.md"
     project_readme.write_text("intro\n<!-- leaderboard:tiny -->\nold table\n<!-- /leaderboard:tiny -->\nrest\n",
                               encoding="utf-8")
-    assert main(["leaderboard", "update", "tiny", "--root", str(root)]) == 0
-    first = {name: (root / "tiny" / name).read_bytes() for name in WRITTEN}
-    shutil.rmtree(work_dir("tiny"))  # retrain, regenerate and rescore everything
-    assert main(["leaderboard", "update", "tiny", "--root", str(root)]) == 0
-    second = {name: (root / "tiny" / name).read_bytes() for name in WRITTEN}
+    threads = torch.get_num_threads()
+    try:
+        # a machine with more cores must regenerate the same bytes: the first update is asked for two threads
+        torch.set_num_threads(2)
+        assert main(["leaderboard", "update", "tiny", "--root", str(root)]) == 0
+        assert torch.get_num_threads() == 2  # given back after the update
+        first = {name: (root / "tiny" / name).read_bytes() for name in WRITTEN}
+        shutil.rmtree(work_dir("tiny"))  # retrain, regenerate and rescore everything
+        torch.set_num_threads(1)
+        assert main(["leaderboard", "update", "tiny", "--root", str(root)]) == 0
+        second = {name: (root / "tiny" / name).read_bytes() for name in WRITTEN}
+    finally:
+        torch.set_num_threads(threads)
     for name in ("results.json", "results.csv", "comparison.json", "grid.png"):
         assert first[name] == second[name], name
     readme = second["README.md"].decode()
