@@ -42,16 +42,17 @@ def reconstruction_table(vae, judge: MicroJudge, renders_per_style: int, seed: i
     return row
 
 
-def variant(out: Path, channels: int, styled: float, steps: int):
+def variant(out: Path, channels: int, styled: float, steps: int, downsampling: int = 4):
     from safetensors.torch import load_file, save_file
 
-    path = out / f"vae-c{channels}-styled{styled}-steps{steps}.safetensors"
-    vae = build_micro_vae(channels)
+    finer = "" if downsampling == 4 else f"-down{downsampling}"
+    path = out / f"vae-c{channels}{finer}-styled{styled}-steps{steps}.safetensors"
+    vae = build_micro_vae(channels, downsampling)
     if path.is_file():
         vae.load_state_dict(load_file(path))
     else:
         mix = StyleMix(styled_named=styled, styled_unnamed=StyleMix().styled_unnamed)
-        vae, _ = train_micro_vae(steps=steps, mix=mix, latent_channels=channels)
+        vae, _ = train_micro_vae(steps=steps, mix=mix, latent_channels=channels, downsampling=downsampling)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path)
     return vae.eval()
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", default="4,8,16", help="latent channels of each variant, comma-separated")
     parser.add_argument("--styled", type=float, default=0.5, help="share of renders styled (and named) in training")
     parser.add_argument("--steps", type=int, default=800, help="training steps (micro build uses 800)")
+    parser.add_argument("--downsampling", type=int, choices=(2, 4), default=4,
+                        help="4: 8x8 latents, as micro-base; 2: 16x16 latents")
     parser.add_argument("--renders", type=int, default=128, help="renders per style to reconstruct")
     parser.add_argument("--out", type=Path, default=Path("vae-variants"), help="where trained variants are kept")
     args = parser.parse_args(argv)
@@ -72,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"micro-base's VAE": reconstruction_table(
         AutoencoderKL.from_pretrained(BASE_VAE, subfolder="vae").float().eval(), judge, args.renders)}
     for channels in (int(c) for c in args.channels.split(",")):
-        vae = variant(args.out, channels, args.styled, args.steps)
-        rows[f"{channels} channels, {args.styled:.0%} styled, {args.steps} steps"] = reconstruction_table(
+        vae = variant(args.out, channels, args.styled, args.steps, args.downsampling)
+        side = 32 // args.downsampling
+        rows[f"{side}x{side}x{channels} latents, {args.styled:.0%} styled, {args.steps} steps"] = reconstruction_table(
             vae, judge, args.renders)
     print("| VAE | " + " | ".join(STYLES) + " |")
     print("|---|" + "---|" * len(STYLES))

@@ -12,7 +12,8 @@ def test_vae_styles_prints_a_row_per_vae_with_a_probability_per_style(tmp_path, 
     vae_styles(["--channels", "8", "--steps", "1", "--renders", "2", "--out", str(tmp_path)])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]  # not progress lines
     assert lines[0] == "| VAE | " + " | ".join(STYLES) + " |"
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| micro-base's VAE", "| 8 channels, 50% styled, 1 steps"]
+    names = [line.split(" | ")[0] for line in lines[2:]]
+    assert names == ["| micro-base's VAE", "| 8x8x8 latents, 50% styled, 1 steps"]
     for line in lines[2:]:
         values = [float(v) for v in line.strip(" |").split(" | ")[1:]]
         assert len(values) == len(STYLES) and all(0 <= v <= 1 for v in values)
@@ -28,3 +29,13 @@ def test_probe_features_gives_every_feature_set_one_row_per_image():
     assert dims == {"projected embedding": (3, 64), "patch-token means, every layer": (3, 256),
                     "patch-token means and stds, every layer": (3, 512),
                     "patch-token means and stds, first two layers": (3, 256), "raw pixels": (3, 3072)}
+
+
+def test_unet_cost_prints_each_design_with_its_ratio(capsys):
+    from experiments.micro_unet_cost import main as unet_cost
+
+    unet_cost(["--batch", "2", "--rounds", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]  # not the header
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| today's UNet, 8x8 latents", "| today's UNet, 16x16 latents", "| three levels, 16x16 latents"]
+    assert rows[0].endswith("| 1.00 |")

@@ -15,21 +15,24 @@ from rpo_bench.micro.training_data import StyleMix, training_batch
 from rpo_bench.progress import progress_bar
 
 
-def build_micro_vae(latent_channels: int = 4):
+def build_micro_vae(latent_channels: int = 4, downsampling: int = 4):
+    """`downsampling` 4 (the build's: 8x8 latents) or 2 (16x16 latents, for experiments/micro_vae_styles.py)."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64), layers_per_block=1,
-                         latent_channels=latent_channels, norm_num_groups=32, sample_size=32)
+    widths = {4: (32, 64, 64), 2: (32, 64)}[downsampling]  # each block after the first halves the resolution
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(widths),
+                         up_block_types=("UpDecoderBlock2D",) * len(widths), block_out_channels=widths,
+                         layers_per_block=1, latent_channels=latent_channels, norm_num_groups=32, sample_size=32)
 
 
 def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_weight: float = 1e-6,
-                    show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4):
+                    show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4,
+                    downsampling: int = 4):
     """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR.
-    `mix` and `latent_channels` are the build's unless an experiment asks otherwise (experiments/)."""
+    `mix`, `latent_channels` and `downsampling` are the build's unless an experiment asks otherwise."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 100)
-    vae = build_micro_vae(latent_channels)
+    vae = build_micro_vae(latent_channels, downsampling)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     vae.train()
