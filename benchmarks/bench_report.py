@@ -41,6 +41,7 @@ MARKDOWN_TARGET_S = 5.0
 HTML_TARGET_S = 30.0
 CATEGORIES = ("animals", "objects", "scenes", "people")
 RUN_ID = "bench-report-run"
+PROMPT_SET_ID = "bench-prompts-id"
 PROTOCOL_SETTINGS = {"guidance_scale": 5.0, "height": 512, "num_inference_steps": 20, "scheduler": "ddim",
                      "width": 512}
 
@@ -80,7 +81,7 @@ def build_store(path: Path, n_models: int, prompts: int, seeds: int, n_metrics: 
     """Scores = model effect + prompt difficulty + noise (seeded), so comparisons and intervals are realistic."""
     import numpy as np
 
-    from rpo_bench.store import ResultsStore
+    from rpo_bench.store import PromptSetRecord, ResultsStore
 
     rng = np.random.default_rng(0)
     models = [f"model-{i}" for i in range(n_models)]
@@ -90,14 +91,17 @@ def build_store(path: Path, n_models: int, prompts: int, seeds: int, n_metrics: 
         config = {"models": [{"name": m} for m in models], "seeds": list(range(seeds)),
                   "metrics": [f"bench-metric-{j}" for j in range(n_metrics)]}
         store.record_run(RUN_ID, config, {"python": "3", "torch": "bench"}, "0" * 40)
-        store.add_images(images)
+        store.record_prompt_set(PromptSetRecord(PROMPT_SET_ID, "bench-prompts", "bench-prompts", "bench", prompts))
+        store.add_images(images, [{"prompt_set_id": PROMPT_SET_ID, "model": r["model"], "image_key": r["image_key"],
+                                   "prompt_index": r["prompt_index"], "category": r["category"], "run_id": RUN_ID}
+                                  for r in images])
         difficulty = rng.normal(0.0, 1.0, size=prompts)
         for j in range(n_metrics):
             effect = {m: 0.05 * i for i, m in enumerate(models)}
             values = [(r["image_key"], float(effect[r["model"]] + difficulty[r["prompt_index"]]
                                              + rng.normal(0.0, 0.5))) for r in images]
             store.add_scores(f"bench-metric-{j}", "1", RUN_ID, values)
-        return store.query("SELECT COUNT(*) FROM scores")[0][0]
+        return store.count("scores")
     finally:
         store.close()
 

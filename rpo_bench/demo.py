@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rpo_bench.core.atomic import atomic_write
+from rpo_bench.core.locks import folder_lock
 from rpo_bench.errors import BadInputError
 
 # --quick: every stage, at a size whose run takes minutes. Prompts are taken at a stride so that every shape
@@ -52,7 +54,7 @@ def _strided_prompt_file(name: str, category: str | None, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:  # unchanged: the same file, same caches
-        path.write_text(text, encoding="utf-8")
+        atomic_write(path, text)
     return path
 
 
@@ -115,13 +117,7 @@ def relative_to(text: str, folder: Path) -> str:
 
 
 def _write(path: Path, data: str | bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, data, what="demo file")
 
 
 def write_report_files(out: Path, command: str, by: str | None = None,
@@ -129,13 +125,13 @@ def write_report_files(out: Path, command: str, by: str | None = None,
     """report.md, report.html, results.json and results.csv of the comparison's store (paths made relative), and
     style.png when it holds a style comparison."""
     from rpo_bench.report import build_report, render_markdown
-    from rpo_bench.report_export import export_csv, export_json
+    from rpo_bench.report_export import export_csv, export_json_text
     from rpo_bench.report_html import render_html
     from rpo_bench.report_style import style_comparisons, style_plot_png
 
     report = build_report(out / "results.sqlite", baseline=baseline, by=by, command=command)
     files = {"report.md": render_markdown(report), "report.html": render_html(report),
-             "results.json": json.dumps(export_json(report), indent=1, sort_keys=True) + "\n",
+             "results.json": export_json_text(report),
              "results.csv": export_csv(report)}
     written = {name: _write(out / name, relative_to(text, out)) for name, text in files.items()}
     comparisons = style_comparisons(report)
@@ -157,11 +153,13 @@ def run_demo(config: DemoConfig, command: str | None = None) -> DemoResult:
 
         for_style(CompareConfig(out=config.out, style=config.style))
     writable_dir(config.out, "the demo's runs and reports")
-    _rows, markdown = run_comparison(compare_config(config))
-    markdown = relative_to(markdown, config.out)
-    # a style's prompts come in two categories (content only; naming the style): reported apart
-    files = write_report_files(config.out, command or command_line(config), by="category" if config.style else None)
-    files["comparison.md"] = _write(config.out / "comparison.md", markdown)
+    with folder_lock(config.out, "demo folder"):
+        _rows, markdown = run_comparison(compare_config(config))
+        markdown = relative_to(markdown, config.out)
+        # a style's prompts come in two categories (content only; naming the style): reported apart
+        files = write_report_files(config.out, command or command_line(config),
+                                   by="category" if config.style else None)
+        files["comparison.md"] = _write(config.out / "comparison.md", markdown)
     for name in ("grid.png", "curve.png"):
         if (config.out / name).is_file():
             files[name] = config.out / name

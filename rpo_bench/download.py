@@ -1,4 +1,5 @@
-"""`rpo-bench download NAME...`: fetch what models, metrics and prompt sets read from the Hub, verified by hash.
+"""`rpo-bench download NAME...`: fetch what models, metrics, prompt sets and styles read from the Hub, verified by
+hash.
 
 Registry entries declare their remote files as `HubFiles` (data; see entry_files.py); this module turns them into
 a plan (the Hub's file list at a resolved commit, with sizes and published hashes) and executes it into the
@@ -30,14 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from rpo_bench.config import home_dir, is_offline
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.entry_files import (
     GLOB_CHARS,
     DownloadError,
     EntryFiles,
     entry_files,
+    prompts_fetched,
+    references_fetched,
 )
 from rpo_bench.errors import RpoBenchError
 from rpo_bench.hub_files import HubFiles
+from rpo_bench.hub_preflight import hub_endpoint, hub_unreachable
+from rpo_bench.hub_preflight import one_line as _one_line
 
 
 # -- the plan: the Hub's file list at a commit ----------------------------------------------------------------
@@ -80,7 +86,22 @@ def plan_downloads(names: Sequence[str], kind: str | None = None) -> list[EntryP
     """Every name's files with sizes, hashes and cache state. All names are looked up before the Hub is asked,
     so a typo in the third name fails before anything is fetched."""
     entries = [entry_files(name, kind) for name in names]
+    if not is_offline() and any(_needs_hub(entry) for entry in entries):
+        _require_reachable_hub()
     return [EntryPlan(entry, [_repo_plan(entry.name, files) for files in entry.files]) for entry in entries]
+
+
+def _needs_hub(entry: EntryFiles) -> bool:
+    return bool(entry.files) or (entry.prompt_set is not None and not prompts_fetched(entry.prompt_set)) or (
+        entry.style is not None and not references_fetched(entry.style))
+
+
+def _require_reachable_hub() -> None:
+    """One short probe instead of huggingface_hub's and datasets' retries per file (tens of seconds each)."""
+    why = hub_unreachable()
+    if why is not None:
+        raise DownloadError(f"rpo-bench download needs the Hub and {hub_endpoint()} cannot be reached ({why}); run "
+                            "it where the Hub is reachable, or set HF_ENDPOINT to a reachable mirror")
 
 
 def _repo_plan(name: str, files: HubFiles) -> RepoPlan:
@@ -138,12 +159,6 @@ def _expected_hash(files: HubFiles, sibling) -> tuple[str, str | None, str]:
     return "sha256", None, "no hash published"
 
 
-def _one_line(exc: BaseException) -> str:
-    """huggingface_hub's messages span lines (status, then the reason, then the URL): keep them all, on one."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # -- the download ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FileOutcome:
@@ -166,6 +181,7 @@ class EntryResult:
     repos: list[RepoResult]
     record: Path | None = None
     prompts: int | None = None  # prompt sets: how many prompts the cached JSONL holds
+    references: tuple[int, Path] | None = None  # Hub-dataset styles: how many references, in which folder
 
 
 def download(names: Sequence[str], kind: str | None = None, progress: bool = True) -> list[EntryResult]:
@@ -176,7 +192,11 @@ def download(names: Sequence[str], kind: str | None = None, progress: bool = Tru
     plans = plan_downloads(names, kind)
     total = sum(f.size or 0 for plan in plans for f in plan.missing)
     with _byte_progress(total, progress) as bar:
-        return [_download_entry(plan, bar) for plan in plans]
+        results = [_download_entry(plan, bar) for plan in plans]
+    for result in results:  # after the byte bar: the references have their own, and two cannot show at once
+        if result.entry.style is not None:
+            result.references = _fetch_references(result.entry.name, result.entry.style, progress)
+    return results
 
 
 def _download_entry(plan: EntryPlan, bar: _ByteBar) -> EntryResult:
@@ -196,6 +216,19 @@ def _download_entry(plan: EntryPlan, bar: _ByteBar) -> EntryResult:
     if repos:
         result.record = _write_record(result)
     return result
+
+
+def _fetch_references(name: str, style, progress: bool) -> tuple[int, Path]:
+    """Stream the style's references into their folder once (what `styles fetch` does), and count them."""
+    from rpo_bench.styles import materialise_dataset, reference_images
+
+    try:
+        folder = materialise_dataset(style, show_progress=progress)
+        return len(reference_images(style)), folder
+    except RpoBenchError:
+        raise
+    except Exception as exc:  # the datasets library's network and format errors
+        raise DownloadError(f"{name}: fetching the reference images failed: {_one_line(exc)}") from exc
 
 
 def _ensure_file(name: str, repo: RepoPlan, remote: RemoteFile, bar: _ByteBar) -> FileOutcome:
@@ -252,6 +285,7 @@ def _fetch_blob(name: str, files: HubFiles, commit: str, remote: RemoteFile, bar
         partial = blob.with_name(f"{blob.name}.incomplete")
         if partial.exists() and size is not None and partial.stat().st_size > size:
             partial.unlink()  # longer than the file: not a prefix of it
+        # atomic: bytes go to `.incomplete` (resumable), renamed onto the blob only once its hash checks out
         try:
             with open(partial, "ab") as handle:  # append mode starts at the end: tell() is what is already there
                 resumed = handle.tell()
@@ -320,10 +354,7 @@ def _write_record(result: EntryResult) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", result.entry.name).strip("_") or "entry"
     path = home_dir() / "downloads" / f"{safe}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
 # -- progress ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""Which Hub files each registry entry (model, metric, prompt set) reads, and the offline "missing file" line.
+"""Which Hub files each registry entry (model, metric, prompt set, style) reads, and the offline "missing file"
+line.
 
 Models are described by their ModelSpec (the pipeline's components minus overridden ones, plus UNet / VAE / LoRA
-repos), metrics declare `hub_files()`, prompt sets their dataset files. `rpo-bench download` plans and fetches
-from this; loaders use `missing_file_message` so every offline error names the file and the command.
+repos), metrics declare `hub_files()`, prompt sets their dataset files, styles their CLIP and the Hub dataset
+their references are streamed from. `rpo-bench download` plans and fetches from this, `hub_preflight` checks it
+before a command starts, and loaders use `missing_file_message` so every offline error names the file and the
+command.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from rpo_bench.errors import RpoBenchError, UnknownNameError
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.models.spec import is_local_location
 
-KINDS = ("models", "metrics", "prompts")
-KIND_LABELS = {"models": "model", "metrics": "metric", "prompts": "prompt set"}
+KINDS = ("models", "metrics", "prompts", "styles")
+KIND_LABELS = {"models": "model", "metrics": "metric", "prompts": "prompt set", "styles": "style"}
 GLOB_CHARS = set("*?[")
 
 # What a diffusers pipeline load reads, per family (the loader passes safety_checker=None, so it is not here).
@@ -46,6 +49,7 @@ class EntryFiles:
     files: tuple[HubFiles, ...] = ()
     note: str = ""
     prompt_set: Any = None  # a PromptSetSpec fetched from the Hub: load_spec writes its JSONL after the files
+    style: Any = None  # a Style whose references are streamed from a Hub dataset after the files
 
 
 def hub_files_for(name: str, kind: str | None = None) -> list[HubFiles]:
@@ -61,16 +65,24 @@ def entry_files(name: str, kind: str | None = None) -> EntryFiles:
         return _model_entry(name)
     if kind == "metrics":
         return _metric_entry(name)
+    if kind == "styles":
+        return _style_entry(name)
     return _prompt_set_entry(name)
 
 
-def _kind_of(name: str) -> str:
+def kinds_of(name: str) -> list[str]:
+    """Every registry that holds `name` (a metric with its argument counts as the metric)."""
     from rpo_bench.metrics import METRICS
     from rpo_bench.models.catalog import MODELS
     from rpo_bench.prompts import PROMPT_SETS
+    from rpo_bench.styles import STYLES
 
-    found = [kind for kind, hit in (("models", name in MODELS), ("metrics", name.partition(":")[0] in METRICS),
-                                    ("prompts", name in PROMPT_SETS)) if hit]
+    return [kind for kind, hit in (("models", name in MODELS), ("metrics", name.partition(":")[0] in METRICS),
+                                   ("prompts", name in PROMPT_SETS), ("styles", name in STYLES)) if hit]
+
+
+def _kind_of(name: str) -> str:
+    found = kinds_of(name)
     if len(found) > 1:
         raise DownloadError(f"{name!r} names a {' and a '.join(KIND_LABELS[k] for k in found)}; choose one with "
                             f"--kind {' or --kind '.join(found)}")
@@ -78,13 +90,27 @@ def _kind_of(name: str) -> str:
         return found[0]
     if Path(name).expanduser().is_dir():  # a model folder, accepted wherever a model name is
         return "models"
+    raise UnknownNameError(f"unknown model, metric, prompt set or style {name!r}; {_close_names_hint(name)}")
+
+
+def _close_names_hint(name: str) -> str:
+    """Close names from every kind `download` takes, each labelled, so a style is not offered as a prompt set."""
     import difflib
 
-    candidates = sorted(set(MODELS.names()) | set(METRICS.names()) | set(PROMPT_SETS.names()))
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    hint = (f"did you mean {', '.join(close)}?" if close
-            else "see `rpo-bench models`, `rpo-bench metrics` and `rpo-bench prompts`")
-    raise UnknownNameError(f"unknown model, metric or prompt set {name!r}; {hint}")
+    from rpo_bench.metrics import METRICS
+    from rpo_bench.models.catalog import MODELS
+    from rpo_bench.prompts import PROMPT_SETS
+    from rpo_bench.styles import STYLES
+
+    labels: dict[str, list[str]] = {}
+    for kind, registry in (("models", MODELS), ("metrics", METRICS), ("prompts", PROMPT_SETS), ("styles", STYLES)):
+        for candidate in registry.names():
+            labels.setdefault(candidate, []).append(KIND_LABELS[kind])
+    close = difflib.get_close_matches(name, sorted(labels), n=3, cutoff=0.5)
+    if not close:
+        return "see `rpo-bench models`, `rpo-bench metrics`, `rpo-bench prompts` and `rpo-bench styles`"
+    named = [f"{candidate} ({' or '.join(labels[candidate])})" for candidate in close]
+    return f"did you mean {', '.join(named)}?"
 
 
 def _model_entry(name: str) -> EntryFiles:
@@ -139,6 +165,37 @@ def _metric_entry(name: str) -> EntryFiles:
     return EntryFiles(name, "metrics", files, note="" if files else "declares no Hub files: nothing to download")
 
 
+def prompts_fetched(spec) -> bool:
+    """Whether a Hub prompt set's JSONL, what prompt loading reads, is on this machine."""
+    from rpo_bench.prompts import cached_prompts_path
+
+    return cached_prompts_path(spec.name).is_file()
+
+
+def references_fetched(style) -> bool:
+    """Whether a Hub-dataset style's references were streamed into their folder (captions.jsonl comes last)."""
+    from rpo_bench.styles import CAPTIONS_FILE, dataset_folder
+
+    return (dataset_folder(style) / CAPTIONS_FILE).is_file()
+
+
+def _style_entry(name: str) -> EntryFiles:
+    """A style's CLIP (what style-prob, style-sim and base-sim embed with) and, for a Hub-dataset style, its
+    references: after `download S`, `train --style S` and `evaluate --style S` need nothing more of the style."""
+    from rpo_bench.style_embedding import clip_metric
+    from rpo_bench.styles import dataset_folder, get_style
+
+    style = get_style(name)
+    files = tuple(clip_metric(style).hub_files())
+    if not style.dataset:
+        where = f"references: {style.source_text}"
+        return EntryFiles(name, "styles", files, note=where if files else f"{where}: nothing to download")
+    state = "already there" if references_fetched(style) else "not fetched yet"
+    return EntryFiles(name, "styles", files, style=style,
+                      note=f"{style.references} references of {style.source_text} are streamed by the datasets "
+                           f"library into {dataset_folder(style)} ({state})")
+
+
 def _prompt_set_entry(name: str) -> EntryFiles:
     from rpo_bench.prompts import PROMPT_SETS, cached_prompts_path
 
@@ -150,7 +207,7 @@ def _prompt_set_entry(name: str) -> EntryFiles:
         files = HubFiles(spec.hf_dataset, repo_type="dataset", patterns=tuple(spec.hf_files),
                          what=f"prompt set {spec.name}")
         return EntryFiles(name, "prompts", (files,), note=f"prompts are then written to {jsonl}", prompt_set=spec)
-    state = "already there" if jsonl.is_file() else "not fetched yet"
+    state = "already there" if prompts_fetched(spec) else "not fetched yet"
     return EntryFiles(name, "prompts", prompt_set=spec,
                       note=f"split {spec.split!r} of dataset {spec.hf_dataset} is fetched by the datasets library "
                            f"(files and sizes not listed here) into {jsonl} ({state})")
@@ -161,22 +218,37 @@ def download_command(name: str) -> str:
     return f"`rpo-bench download {name}`"
 
 
-def missing_file_message(name: str, hub_files: HubFiles, filename: str) -> str:
-    """The one line every offline "file not here" error prints: what is missing and the command that fetches it."""
+def missing_file_message(name: str, hub_files: HubFiles, filename: str, reason: str = "HF_HUB_OFFLINE is set") -> str:
+    """The one line every "file not here, Hub offline or unreachable" error prints: what is missing, why it cannot
+    be fetched now (`hub_preflight.hub_unavailable`), and the command that fetches it."""
     return (f"{name}: {hub_files.repo}/{filename} (revision {hub_files.revision}) is not on this machine and "
-            f"HF_HUB_OFFLINE is set; fetch it with {download_command(name)}")
+            f"{reason}; fetch it with {download_command(name)}")
 
 
 def first_missing_file(hub_files: Sequence[HubFiles]) -> tuple[HubFiles, str] | None:
-    """The first declared file (a pattern without wildcards) absent from the local cache. Offline, nothing else
-    is knowable: which files a wildcard matches is a question for the Hub."""
-    from huggingface_hub import try_to_load_from_cache
+    missing = missing_files(hub_files)
+    return missing[0] if missing else None
 
+
+def missing_files(hub_files: Sequence[HubFiles]) -> list[tuple[HubFiles, str]]:
+    """Every declared file (a pattern without wildcards) absent from the local cache. Offline, nothing else is
+    knowable: which files a wildcard matches is a question for the Hub. Local paths and names that are no repo
+    id are skipped: the loader's own checks say what is wrong with them."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    missing = []
     for files in hub_files:
+        if is_local_location(files.repo):
+            continue
         for pattern in files.patterns:
-            if GLOB_CHARS.isdisjoint(pattern):
+            if not GLOB_CHARS.isdisjoint(pattern):
+                continue
+            try:
                 cached = try_to_load_from_cache(files.repo, pattern, revision=files.revision,
                                                 repo_type=files.repo_type)
-                if not isinstance(cached, str):
-                    return files, pattern
-    return None
+            except HFValidationError:
+                break
+            if not isinstance(cached, str):
+                missing.append((files, pattern))
+    return missing

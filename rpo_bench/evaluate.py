@@ -11,6 +11,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from rpo_bench.config import home_dir, resolve_device, resolve_dtype
 from rpo_bench.distributed import ProcessContext, process_context
-from rpo_bench.errors import BadInputError
-from rpo_bench.generate import GenerationItem, generate_batches
+from rpo_bench.errors import BadInputError, RpoBenchError
+from rpo_bench.generate import GeneratedBatch, GenerationItem, generate_batches
+from rpo_bench.hub_preflight import require_fetchable
 from rpo_bench.image_cache import ImageCache, generation_key
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.base import Metric
@@ -30,8 +32,8 @@ from rpo_bench.progress import progress_bar
 from rpo_bench.prompts import PromptSet, load_prompt_set
 from rpo_bench.protocols import PROTOCOLS, Protocol
 from rpo_bench.provenance import git_commit, library_versions
-from rpo_bench.store import ResultsStore
-from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, summarise_tables
+from rpo_bench.store import PromptSetRecord, ResultsStore
+from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, score_dict, summarise_tables
 
 log = logging.getLogger(__name__)
 # Bounds that keep --seeds from building a list that exhausts memory: torch generators take any 64-bit seed,
@@ -139,10 +141,12 @@ def _plan(config: EvaluateConfig, prompt_set: PromptSet, dtype_name: str) -> lis
         for protocol_name in protocol_names(config, spec):
             protocol = PROTOCOLS.get(protocol_name)
             protocol_fp = protocol.fingerprint(spec.family)
-            items = [GenerationItem(generation_key(fingerprint, protocol_fp, dtype_name, p.text, seed), p, seed)
-                     for p in prompt_set.prompts for seed in config.seeds]
-            unique = list({item.key: item for item in items}.values())  # a repeated prompt is one image
-            plans.append(_ModelPlan(spec, protocol, fingerprint, unique))
+            unique: dict[str, GenerationItem] = {}  # a repeated prompt is one image, at its first index
+            for p in prompt_set.prompts:
+                for seed in config.seeds:
+                    key = generation_key(fingerprint, protocol_fp, dtype_name, p.text, seed)
+                    unique.setdefault(key, GenerationItem(key, p, seed))
+            plans.append(_ModelPlan(spec, protocol, fingerprint, list(unique.values())))
     return plans
 
 
@@ -159,28 +163,40 @@ def _run_id(config: EvaluateConfig, plans: list[_ModelPlan], prompt_set: PromptS
     return hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()[:16], run_config
 
 
-def _image_row(plan: _ModelPlan, item: GenerationItem, sha: str, prompt_set: PromptSet, dtype_name: str,
-               run_id: str) -> dict:
+def _image_row(plan: _ModelPlan, item: GenerationItem, sha: str, dtype_name: str, run_id: str,
+               batch: GeneratedBatch | None) -> dict:
+    """What the image is: never which prompt set or model name asked for it (that is its sample). The batch it
+    was generated in and the threads then are recorded beside it: on a CPU they move a pixel by a level or two
+    (rpo_bench.generate); None for an image taken from the image cache, made by an earlier run."""
     return {
-        "image_key": item.key, "model": plan.spec.name, "model_fingerprint": plan.fingerprint,
+        "image_key": item.key, "model_fingerprint": plan.fingerprint,
         "protocol": plan.protocol.name, "protocol_fingerprint": plan.protocol.fingerprint(plan.spec.family),
         "protocol_settings": json.dumps(plan.protocol.settings(plan.spec.family), sort_keys=True),
-        "dtype": dtype_name, "prompt_set": prompt_set.name, "prompt_index": item.prompt.index,
-        "category": item.prompt.category, "prompt": item.prompt.text, "seed": item.seed, "image_sha256": sha,
-        "run_id": run_id,
+        "dtype": dtype_name, "prompt": item.prompt.text, "seed": item.seed, "image_sha256": sha,
+        "batch_size": batch.batch_size if batch is not None else None,
+        "threads": batch.threads if batch is not None else None, "run_id": run_id,
     }
 
 
-class _RunRecord:
-    """Writes the `runs` row just before the run's first image or score row (or at its end when everything was
-    already there), so a run whose set-up fails (a broken model folder) leaves no row behind."""
+def _sample_row(plan: _ModelPlan, item: GenerationItem, prompt_set: PromptSet, run_id: str) -> dict:
+    """How this evaluation names the image: its prompt set, index and category, and the model's name."""
+    return {"prompt_set_id": prompt_set.identity, "model": plan.spec.name, "image_key": item.key,
+            "prompt_index": item.prompt.index, "category": item.prompt.category, "run_id": run_id}
 
-    def __init__(self, store: ResultsStore, run_id: str, config: dict):
-        self.store, self.run_id, self.config = store, run_id, config
+
+class _RunRecord:
+    """Writes the `runs` and `prompt_sets` rows just before the run's first image, sample or score row (or at its
+    end when everything was already there), so a run whose set-up fails (a broken model folder) leaves no row."""
+
+    def __init__(self, store: ResultsStore, run_id: str, config: dict, prompt_set: PromptSet):
+        self.store, self.run_id, self.config, self.prompt_set = store, run_id, config, prompt_set
         self.recorded = False
 
     def ensure(self) -> None:
         if not self.recorded:
+            ps = self.prompt_set
+            self.store.record_prompt_set(PromptSetRecord(ps.identity, ps.name, ps.source or ps.name, ps.fingerprint,
+                                                         len(ps.prompts)))
             self.store.record_run(self.run_id, self.config, library_versions(), git_commit())
             self.recorded = True
 
@@ -200,13 +216,21 @@ def _generate_missing(plan: _ModelPlan, items: list[GenerationItem], store: Resu
                       run: _RunRecord, show: bool) -> tuple[int, int]:
     """Returns (generated, reused from the image cache)."""
     run_id = run.run_id
-    in_store = store.existing_images([i.key for i in items])
+    keys = [i.key for i in items]
+    in_store = store.existing_images(keys)
+    labelled = store.existing_samples(prompt_set.identity, plan.spec.name, keys)
+    # An image made for another prompt set or model name gets this evaluation's label too.
+    relabel = [_sample_row(plan, i, prompt_set, run_id) for i in items if i.key in in_store and i.key not in labelled]
+    if relabel:
+        run.ensure()
+        store.add_samples(relabel)
     missing = [i for i in items if i.key not in in_store]
     cached = cache.lookup(i.key for i in missing)
     if cached:
         run.ensure()
-        store.add_images([_image_row(plan, i, cached[i.key], prompt_set, dtype_name, run_id)
-                          for i in missing if i.key in cached])
+        found = [i for i in missing if i.key in cached]
+        store.add_images([_image_row(plan, i, cached[i.key], dtype_name, run_id, None) for i in found],
+                         [_sample_row(plan, i, prompt_set, run_id) for i in found])
     todo = [i for i in missing if i.key not in cached]
     if not todo:
         return 0, len(cached)
@@ -214,9 +238,9 @@ def _generate_missing(plan: _ModelPlan, items: list[GenerationItem], store: Resu
     run.ensure()
     with progress_bar(f"generate {plan.spec.name}", len(todo), show) as advance:
         for batch in generate_batches(pipe, plan.protocol, plan.spec.family, todo, config.batch_size, advance):
-            rows = [_image_row(plan, item, cache.put(item.key, image), prompt_set, dtype_name, run_id)
+            rows = [_image_row(plan, item, cache.put(item.key, image), dtype_name, run_id, batch)
                     for item, image in batch]
-            store.add_images(rows)
+            store.add_images(rows, [_sample_row(plan, item, prompt_set, run_id) for item, _image in batch])
     del pipe
     _free_memory()
     return len(todo), len(cached)
@@ -231,7 +255,7 @@ def stored_version(metric: Metric, score_dtype) -> str:
 
 def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: ImageCache, config: EvaluateConfig,
                    device: str, dtype, run: _RunRecord, show: bool) -> tuple[int, set[str]]:
-    """Returns (scored, keys whose file failed verification when read: the caller regenerates those)."""
+    """Returns (scores stored, keys whose file failed verification when read: the caller regenerates those)."""
     version = stored_version(metric, dtype)
     done = store.scored_images(keys, metric.key, version)
     todo = [k for k in keys if k not in done]
@@ -256,12 +280,32 @@ def _score_missing(metric: Metric, keys: list[str], store: ResultsStore, cache: 
                 values = (metric.score_pairs([images[k] for k in good], [base_images[k] for k in good])
                           if base is not None
                           else metric.score([images[k] for k in good], [rows[k]["prompt"] for k in good]))
-                store.add_scores(metric.key, version, run.run_id, list(zip(good, values, strict=True)))
-                scored += len(good)
+                values = _finite_scores(metric, good, values, rows, scored)
+                scored += store.add_scores(metric.key, version, run.run_id, list(zip(good, values, strict=True)))
             advance(len(batch))
     metric.unload()
     _free_memory()
     return scored, damaged
+
+
+def _finite_scores(metric: Metric, keys: list[str], values: Sequence, rows: dict[str, dict],
+                   stored: int) -> list[float]:
+    """The batch's values as floats; a NaN, an infinity or a non-number is refused before anything of the batch
+    is stored, so no statistic ever averages it and the batches before it are kept."""
+    numbers = []
+    for key, value in zip(keys, values, strict=True):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, (bool, str, bytes)) or not math.isfinite(number):
+            row = rows[key]
+            raise RpoBenchError(f"metric {metric.key} scored {value!r} for image {key[:16]} (prompt "
+                                f"{row['prompt']!r}, seed {row['seed']}): not a finite number, so this batch was not "
+                                f"stored ({stored} scores of it before this batch are kept); accepted: finite numbers "
+                                "(check the metric's weights and inputs)")
+        numbers.append(number)
+    return numbers
 
 
 def _base_images(base: ModelSpec, keys: list[str], rows: dict[str, dict], cache: ImageCache,
@@ -295,17 +339,25 @@ def _free_memory() -> None:
 
 
 def _score_tables(store: ResultsStore, config: EvaluateConfig, plans: list[_ModelPlan], metrics: list[Metric],
-                  score_dtype) -> list[ScoreTable]:
-    """This run's scores as {(prompt index, seed): value} per (model, protocol, metric), read from the store."""
+                  score_dtype, prompt_set: PromptSet) -> list[ScoreTable]:
+    """This run's scores as {(prompt index, seed): value} per (model, protocol, metric), read from the store's
+    samples of this prompt set, exactly as the report reads them (summary.score_dict)."""
+    keys = list(dict.fromkeys(item.key for plan in plans for item in plan.items))
+    rows = store.scored_samples(prompt_set.identity, list(dict.fromkeys(p.spec.name for p in plans)), keys)
+    by_table: dict[tuple, list] = {}
+    for row in rows:
+        by_table.setdefault((row.model, row.protocol_fingerprint, row.metric, row.metric_version), []).append(row)
     tables = []
     for plan in plans:
-        categories = {item.prompt.index: item.prompt.category for item in plan.items}
+        wanted = {item.key for item in plan.items}
+        protocol_fp = plan.protocol.fingerprint(plan.spec.family)
         # With --protocol every model runs under each protocol and models are compared within one; without it,
         # each model runs its own protocol and all are compared with each other.
         group = plan.protocol.name if config.protocol else ""
         for metric in metrics:
-            values = store.score_values([i.key for i in plan.items], metric.key, stored_version(metric, score_dtype))
-            scores = {(item.prompt.index, item.seed): values[item.key] for item in plan.items if item.key in values}
+            samples = [r for r in by_table.get((plan.spec.name, protocol_fp, metric.key,
+                                                stored_version(metric, score_dtype)), []) if r.image_key in wanted]
+            scores, categories, _skipped = score_dict(samples)
             tables.append(ScoreTable(plan.spec.name, plan.protocol.name, group, metric.key, metric.higher_is_better,
                                      scores, categories))
     return tables
@@ -366,6 +418,7 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
     dtype_name = str(dtype).removeprefix("torch.")
     score_dtype = resolve_dtype(config.score_dtype, device)
     # Resolve every name before any work, so a typo in the last metric fails in a second, not after an hour.
+    require_fetchable(models=config.models, metrics=config.metrics, prompts=[config.prompts])
     prompt_set = load_prompt_set(config.prompts)
     _check_categories(config, prompt_set)
     metrics = [make_metric(m) for m in config.metrics]
@@ -387,10 +440,11 @@ def evaluate(config: EvaluateConfig, context: ProcessContext | None = None) -> E
         store.close()
         raise
     try:
-        _generate_and_score(config, context, plans, metrics, store, cache, _RunRecord(store, run_id, run_config),
-                            result, device, dtype, dtype_name, score_dtype, prompt_set)
+        run = _RunRecord(store, run_id, run_config, prompt_set)
+        _generate_and_score(config, context, plans, metrics, store, cache, run, result, device, dtype, dtype_name,
+                            score_dtype, prompt_set)
         context.barrier()
-        result.tables = _score_tables(store, config, plans, metrics, score_dtype)
+        result.tables = _score_tables(store, config, plans, metrics, score_dtype, prompt_set)
         result.summary = summarise(config, result.tables)
         result.notes = [note for metric in metrics for note in metric.notes()]
     finally:
@@ -417,7 +471,8 @@ def _generate_and_score(config: EvaluateConfig, context: ProcessContext, plans: 
                                                   dtype, dtype_name, prompt_set, run, show)
             result.generated += generated
             result.reused += reused
-        my_keys = [item.key for plan in plans for item in context.shard(plan.items)]
+        # one entry per image: an alias of a model (same weights) or a repeated prompt is scored once
+        my_keys = list(dict.fromkeys(item.key for plan in plans for item in context.shard(plan.items)))
         damaged: set[str] = set()
         for metric in metrics:
             scored, bad = _score_missing(metric, my_keys, store, cache, config, device, score_dtype, run, show)

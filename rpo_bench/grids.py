@@ -7,7 +7,6 @@ the same shape line up and the same inputs give byte-identical PNGs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from rpo_bench.config import writable_dir
+from rpo_bench.core.atomic import atomic_path
 from rpo_bench.errors import BadInputError, RpoBenchError
 
 PAD = 8  # margin around the grid and between the row labels and the first column
@@ -170,12 +170,10 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write atomically (temporary file, then rename), creating the folder: a reader never sees half a PNG."""
     path = check_png_path(path)
     writable_dir(path.parent, f"the image {path.name}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BadInputError(f"cannot write {path} ({exc.strerror or exc})") from exc
     return path
 
@@ -184,9 +182,7 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
 
 def _stored_protocols(store, model: str) -> list[str]:
     """The model's protocols in the store, most recently generated first."""
-    rows = store.query("SELECT protocol, max(created_at) AS last FROM images WHERE model = ? GROUP BY protocol "
-                       "ORDER BY last DESC, protocol", (model,))
-    return [row[0] for row in rows]
+    return store.image_protocols(model)
 
 
 def _own_protocol(model: str) -> str | None:
@@ -204,7 +200,7 @@ def choose_protocol(store, model: str, protocol: str | None) -> str:
     """The protocol whose images a column shows (see grid_from_store)."""
     stored = _stored_protocols(store, model)
     if not stored:
-        models = [row[0] for row in store.query("SELECT DISTINCT model FROM images ORDER BY model")]
+        models = store.models_with_images()
         raise BadInputError(f"results store {store.path} has no images of model {model!r}; accepted: a model it "
                             f"has images of ({', '.join(models) or 'none: run rpo-bench evaluate first'})")
     if protocol is not None:
@@ -228,9 +224,8 @@ def stored_images(store, cache, model: str, protocol: str, prompts: Sequence[str
     recently generated one."""
     images: list[Image.Image | None] = []
     for prompt in prompts:
-        rows = store.query("SELECT image_sha256 FROM images WHERE model = ? AND protocol = ? AND prompt = ? AND "
-                           "seed = ? ORDER BY created_at DESC LIMIT 1", (model, protocol, prompt, seed))
-        images.append(cache.read(rows[0][0]) if rows else None)
+        sha = store.latest_image(model, protocol, prompt, seed)
+        images.append(cache.read(sha) if sha is not None else None)
     return images
 
 

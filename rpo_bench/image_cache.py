@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from rpo_bench.config import writable_dir
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.errors import BadInputError
 from rpo_bench.sqlite_wal import enable_wal, retry_while_locked
 
@@ -175,9 +175,7 @@ class ImageCache:
             if path.is_dir():
                 path.rmdir()
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{sha}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            atomic_write(path, data)
             self._remember(sha)
         with self._guard():
             self._db.execute("INSERT OR REPLACE INTO keys (key, sha256) VALUES (?, ?)", (key, sha))

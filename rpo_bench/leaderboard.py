@@ -14,18 +14,28 @@ their own, never beside measured rows.
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import dataclass, field
+import logging
+import os
+import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.registry import tomllib
+from rpo_bench.core.atomic import atomic_copy, atomic_write
+from rpo_bench.core.locks import folder_lock
+from rpo_bench.errors import BadInputError, RpoBenchError
+from rpo_bench.registry import (
+    STRING,
+    STRING_LIST,
+    ValueRule,
+    check_table_keys,
+    check_table_values,
+    rules_from_dataclass,
+)
 
+log = logging.getLogger(__name__)
 SPEC_FILE = "leaderboard.toml"
 DEFAULT_ROOT = Path("leaderboards")
-SPEC_KEYS = {"title", "description", "next", "demo"}
-DEMO_KEYS = {"style", "quick", "methods", "train_seeds", "eval_seeds", "set"}
 COPIED = ("results.json", "results.csv", "comparison.json", "grid.png", "style.png")
 THREADS = 1  # torch threads a leaderboard is computed on (see update)
 
@@ -37,31 +47,89 @@ class LeaderboardSpec:
     description: str
     next: str  # what would be tried next, in the maintainers' words
     demo: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the leaderboard.toml it was read from: named in every error about its values
+
+
+@dataclass(frozen=True)
+class DemoTable:
+    """The [demo] table of leaderboard.toml, as TOML gives it: the options of `rpo-bench demo`. Seeds and methods
+    may be written as on the command line ("0-2", "dpo,rpo") or as TOML lists ([0, 1, 2], ["dpo", "rpo"])."""
+
+    style: str | None = None
+    quick: bool = False
+    methods: str = "sft,dpo,rpo"
+    train_seeds: str = "0"
+    eval_seeds: str | None = None
+    set: tuple[str, ...] = ()  # training settings as `--set` takes them: ["lr=1e-4", "steps=200"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_SEEDS = ValueRule('seeds as text ("0-2", "0,1") or a list of integers ([0, 1, 2])',
+                   lambda value: isinstance(value, str) or isinstance(value, list) and all(map(_is_int, value)))
+_METHODS = ValueRule('methods as text ("dpo,rpo") or a list of strings (["dpo", "rpo"])',
+                     lambda value: isinstance(value, str) or STRING_LIST.check(value))
+DEMO_RULES = rules_from_dataclass(DemoTable, {
+    "methods": _METHODS, "train_seeds": _SEEDS, "eval_seeds": _SEEDS,
+    "set": ValueRule('a list of "KEY=VALUE" training settings, e.g. set = ["lr=1e-4"]', STRING_LIST.check)})
+SPEC_RULES = {"title": STRING, "description": STRING, "next": STRING,
+              "demo": ValueRule("a table [demo] of `rpo-bench demo` options", lambda value: isinstance(value, dict))}
+SPEC_KEYS = set(SPEC_RULES)
+DEMO_KEYS = {f.name for f in fields(DemoTable)}
 
 
 def _names(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if (p / SPEC_FILE).is_file()) if root.is_dir() else []
+    """The sub-folders of `root` that hold a leaderboard.toml (a file, a link, or anything else by that name: the
+    reader refuses what is not a regular file rather than the index skipping it)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith(".") and p.is_dir() and os.path.lexists(p / SPEC_FILE))
+
+
+def _checked_root(root: Path) -> Path:
+    root = Path(root).expanduser()
+    accepted = "the folder that holds one sub-folder per leaderboard (the repository's leaderboards/)"
+    if not root.exists():
+        raise BadInputError(f"leaderboards folder {root} does not exist; run from the repository's root or give "
+                            f"--root: {accepted}")
+    if not root.is_dir():
+        raise BadInputError(f"leaderboards folder {root} is a file, not a folder; accepted: --root {accepted}")
+    return root
 
 
 def load_spec(name: str, root: Path = DEFAULT_ROOT) -> LeaderboardSpec:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise BadInputError(f"leaderboards folder {root} does not exist; run from the repository's root or give "
-                            "--root (the folder that holds one sub-folder per leaderboard)")
+    """NAME's leaderboard.toml, read through the one reader of user files and checked key by key and type by type
+    (registry.check_table_values, the layer catalogs and presets use) before anything runs."""
+    from rpo_bench.core.user_files import read_toml
+
+    root = _checked_root(root)
     path = root / name / SPEC_FILE
-    if not name or "/" in name or name.startswith(".") or not path.is_file():
+    if not name or "/" in name or name.startswith(".") or not os.path.lexists(path):
         raise BadInputError(f"leaderboard {name!r} does not exist in {root}; accepted: "
                             f"{', '.join(_names(root)) or 'none (no sub-folder holds a ' + SPEC_FILE + ')'}")
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: not valid TOML ({exc})") from exc
-    unknown = sorted(set(table) - SPEC_KEYS) + sorted(set(table.get("demo", {})) - DEMO_KEYS)
-    if unknown:
-        raise BadInputError(f"{path}: unknown key {unknown[0]!r}; accepted: {', '.join(sorted(SPEC_KEYS))}, and in "
-                            f"[demo]: {', '.join(sorted(DEMO_KEYS))}")
-    return LeaderboardSpec(name, str(table.get("title", name)), str(table.get("description", "")),
-                           str(table.get("next", "")), dict(table.get("demo", {})))
+    table = read_toml(path, "leaderboard file")
+    check_table_keys("leaderboard", name, table, SPEC_KEYS, label=str(path))
+    check_table_values("leaderboard", name, table, SPEC_RULES, label=str(path))
+    demo = table.get("demo", {})
+    check_table_keys("leaderboard", name, demo, DEMO_KEYS, label=f"{path} [demo]")
+    check_table_values("leaderboard", name, demo, DEMO_RULES, label=f"{path} [demo]")
+    return LeaderboardSpec(name, table.get("title", name), table.get("description", ""), table.get("next", ""),
+                           dict(demo), path)
+
+
+def check_leaderboards(root: Path = DEFAULT_ROOT, first: str | None = None) -> dict[str, LeaderboardSpec]:
+    """Every leaderboard under `root` read and checked (types, seeds, methods, settings, style), `first` first,
+    before any of them is updated: a broken leaderboard.toml in another folder must fail the command before a demo
+    has run or a README was rewritten, not after."""
+    root = _checked_root(root)
+    specs = {}
+    for name in ([first] if first is not None else []) + [n for n in _names(root) if n != first]:
+        specs[name] = load_spec(name, root)
+        demo_config(specs[name], show_progress=False)
+    return specs
 
 
 def work_dir(name: str) -> Path:
@@ -74,19 +142,77 @@ def work_label(name: str) -> str:
     return f"$RPO_BENCH_HOME/leaderboards/{name}/work"
 
 
-def demo_config(spec: LeaderboardSpec, show_progress: bool = True):
-    from rpo_bench.demo import DemoConfig
-    from rpo_bench.evaluate import parse_seeds
+def _where(spec: LeaderboardSpec) -> str:
+    return f"{spec.path or spec.name + '/' + SPEC_FILE} [demo]"
+
+
+def _seeds(spec: LeaderboardSpec, key: str) -> list[int]:
+    """Text as --train-seeds takes it ("0-2,5") or a TOML list of integers; errors name the file and key."""
+    from rpo_bench.evaluate import check_seeds, parse_seeds
+
+    value = spec.demo[key]
+    try:
+        return parse_seeds(value) if isinstance(value, str) else check_seeds(value)
+    except BadInputError as exc:
+        raise BadInputError(f"{_where(spec)} {key} = {value!r}: {str(exc).replace('--seeds', key)}") from None
+
+
+def _methods(spec: LeaderboardSpec) -> tuple[str, ...]:
+    from rpo_bench.micro.compare import METHODS
+
+    value = spec.demo.get("methods", "sft,dpo,rpo")
+    methods = tuple(m.strip() for m in (value.split(",") if isinstance(value, str) else value))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise BadInputError(f"{_where(spec)} methods = {value!r}: {', '.join(map(repr, unknown)) or 'none given'}; "
+                            f"accepted: one or more of {', '.join(METHODS)}")
+    return methods
+
+
+def _overrides(spec: LeaderboardSpec) -> dict[str, Any]:
     from rpo_bench.training.config import parse_setting
 
+    overrides = {}
+    for item in spec.demo.get("set", []):
+        try:
+            key, value = parse_setting(item)
+        except BadInputError as exc:
+            raise BadInputError(f"{_where(spec)} set item {item!r}: "
+                                f"{str(exc).replace(f'--set {item!r}', '', 1).lstrip(':; ')}") from None
+        overrides[key] = value
+    return overrides
+
+
+def demo_config(spec: LeaderboardSpec, show_progress: bool = True):
+    """The demo a leaderboard runs, every option checked (the way `micro compare` checks its runs' settings) before
+    anything is trained; an error names the leaderboard.toml and its key."""
+    from rpo_bench.demo import DemoConfig
+
     options = spec.demo
-    eval_seeds = options.get("eval_seeds")
-    return DemoConfig(out=work_dir(spec.name), style=options.get("style"), quick=bool(options.get("quick", False)),
-                      methods=tuple(str(options.get("methods", "sft,dpo,rpo")).split(",")),
-                      train_seeds=parse_seeds(str(options.get("train_seeds", "0"))),
-                      eval_seeds=parse_seeds(str(eval_seeds)) if eval_seeds is not None else None,
-                      overrides=dict(parse_setting(item) for item in options.get("set", [])),
-                      show_progress=show_progress)
+    config = DemoConfig(out=work_dir(spec.name), style=options.get("style"), quick=options.get("quick", False),
+                        methods=_methods(spec), train_seeds=_seeds(spec, "train_seeds") if "train_seeds" in options
+                        else [0], eval_seeds=_seeds(spec, "eval_seeds") if "eval_seeds" in options else None,
+                        overrides=_overrides(spec), show_progress=show_progress)
+    _check_runs(spec, config)
+    return config
+
+
+def _check_runs(spec: LeaderboardSpec, config) -> None:
+    """The style and every (method, seed) run's settings, as `micro compare` checks them, without building data."""
+    from rpo_bench.micro.compare import CompareConfig, _check, for_style
+
+    compare = CompareConfig(out=config.out, methods=tuple(config.methods), train_seeds=tuple(config.train_seeds),
+                            eval_seeds=tuple(config.eval_seeds or (0,)), style=config.style,
+                            overrides=dict(config.overrides), show_progress=False)
+    if config.style:
+        try:
+            compare = for_style(compare)
+        except RpoBenchError as exc:
+            raise BadInputError(f"{_where(spec)} style = {config.style!r}: {exc}") from None
+    try:
+        _check(compare)
+    except RpoBenchError as exc:
+        raise BadInputError(f"{_where(spec)}: {exc}") from None
 
 
 def _scrub(text: str, name: str) -> str:
@@ -183,7 +309,8 @@ def update_readme_block(readme: Path, name: str, lines: list[str]) -> bool:
         return False
     before, rest = text.split(start, 1)
     after = rest.split(end, 1)[1]
-    readme.write_text(before + start + "\n" + "\n".join(lines) + "\n" + end + after, encoding="utf-8")
+    # atomic: a kill mid-write must leave the old README (prose and markers included), never an empty one
+    atomic_write(readme, before + start + "\n" + "\n".join(lines) + "\n" + end + after, what="README")
     return True
 
 
@@ -192,39 +319,71 @@ def update(name: str, root: Path = DEFAULT_ROOT, show_progress: bool = True) -> 
     import torch
 
     from rpo_bench.demo import command_line, run_demo
-    from rpo_bench.micro.compare_plot import differences_png
 
+    check_leaderboards(root, first=name)  # every leaderboard.toml under root, before any work (E9)
     spec = load_spec(name, root)
     config = demo_config(spec, show_progress)
     command = command_line(config, work_label(name))
-    # Measured: the same DPO run on one and on two threads differs in the fifth digit of its errors by step 100,
-    # and a saturated DPO loss can grow such a difference into another result; a committed leaderboard must come
-    # out the same on every machine, so it is always computed on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
-        result = run_demo(config, command=f"rpo-bench leaderboard update {name}")
-    finally:
-        torch.set_num_threads(threads)
     folder = Path(root).expanduser() / name
-    comparison_text = (config.out / "comparison.json").read_text(encoding="utf-8")
-    comparison = json.loads(_scrub(comparison_text, name))
+    with folder_lock(folder, f"leaderboard {name}"):
+        _retire_stale_work(name, config)
+        # Measured: the same DPO run on one and on two threads differs in the fifth digit of its errors by step
+        # 100, and a saturated DPO loss can grow such a difference into another result; a committed leaderboard
+        # must come out the same on every machine, so it is always computed on one thread.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        try:
+            result = run_demo(config, command=f"rpo-bench leaderboard update {name}")
+        finally:
+            torch.set_num_threads(threads)
+        _write_folder(spec, folder, config, command, result)
+        write_index(Path(root).expanduser())
+        update_readme_block(Path(root).expanduser().resolve().parent / "README.md", name,
+                            summary_table(json.loads((folder / "comparison.json").read_text(encoding="utf-8"))))
+    return folder
+
+
+def _write_folder(spec: LeaderboardSpec, folder: Path, config, command: str, result) -> None:
+    """Every file of the leaderboard's folder, each written atomically (a kill leaves the old file or the new)."""
+    from rpo_bench.micro.compare_plot import differences_png
+
+    name = spec.name
+    comparison = json.loads(_scrub((config.out / "comparison.json").read_text(encoding="utf-8"), name))
     for file in COPIED:
         source = config.out / file
         if not source.is_file():
             continue
         if source.suffix == ".png":
-            shutil.copyfile(source, folder / file)
+            atomic_copy(source, folder / file)
         else:
-            (folder / file).write_text(_scrub(source.read_text(encoding="utf-8"), name), encoding="utf-8")
-    (folder / "differences.png").write_bytes(differences_png(comparison["metrics"]))
+            atomic_write(folder / file, _scrub(source.read_text(encoding="utf-8"), name))
+    atomic_write(folder / "differences.png", differences_png(comparison["metrics"]))
     report_md = _scrub((config.out / "report.md").read_text(encoding="utf-8"), name)
     readme = render_readme(spec, command, comparison, _scrub(result.comparison_markdown, name), report_md,
                            style_plot="style.png" in result.files)
-    (folder / "README.md").write_text(readme, encoding="utf-8")
-    write_index(Path(root).expanduser())
-    update_readme_block(Path(root).expanduser().resolve().parent / "README.md", name, summary_table(comparison))
-    return folder
+    atomic_write(folder / "README.md", readme)
+
+
+def _retire_stale_work(name: str, config) -> None:
+    """A leaderboard whose settings changed regenerates its runs: when a finished run in its work folder was
+    trained with other settings, the whole folder (runs, store, reports) is moved aside, never deleted, and the
+    demo starts afresh."""
+    from rpo_bench.demo import compare_config
+    from rpo_bench.micro.compare import for_style, stale_runs
+
+    work = config.out
+    if not work.is_dir():
+        return
+    with folder_lock(work, "demo folder"):
+        compare = compare_config(config)
+        stale = stale_runs(for_style(compare) if compare.style else compare)
+        if not stale:
+            return
+        aside = work.with_name(f"{work.name}-before-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(work, aside)  # atomic: a folder moved aside whole
+    run, differences = next(iter(stale.items()))
+    log.warning("leaderboard %s: its settings changed since %s was trained (%s); every run is trained again, "
+                "and the earlier work is kept in %s", name, run, "; ".join(differences[:3]), aside)
 
 
 def write_index(root: Path) -> Path:
@@ -244,6 +403,4 @@ def write_index(root: Path) -> Path:
         else:
             lines += [f"(not generated yet: run `rpo-bench leaderboard update {name}`)", ""]
     lines += ["## Reported (published numbers, not measured here)", "", reported_markdown(), ""]
-    path = root / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return atomic_write(root / "README.md", "\n".join(lines), what="leaderboards index")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import home_dir, is_offline, safe_child, writable_dir
+from rpo_bench.config import home_dir, safe_child, writable_dir
+from rpo_bench.core.atomic import atomic_write
+from rpo_bench.core.digest import digest
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.registry import (
     INTEGER,
@@ -55,12 +56,26 @@ class PromptSetSpec:
 
 @dataclass(frozen=True)
 class PromptSet:
+    """`name` is what the user called the set (a label); `source` is where it comes from: the registry name, or
+    the resolved path of the file. The set's identity is its source and its content, so two files named p.txt in
+    two folders are two sets, and the same file asked for as `p.txt` and `./p.txt` is one."""
+
     name: str
     prompts: tuple[Prompt, ...]
+    source: str = ""
 
     @property
     def fingerprint(self) -> str:
         return hashlib.sha256("\n".join(p.text for p in self.prompts).encode()).hexdigest()
+
+    @property
+    def identity(self) -> str:
+        return prompt_set_id(self.source or self.name, self.fingerprint)
+
+
+def prompt_set_id(source: str, fingerprint: str) -> str:
+    """A prompt set's identity in the results store: where it comes from and what it holds."""
+    return digest({"source": source, "prompts": fingerprint}, 16)
 
 
 def spec_from_table(name: str, table: Mapping[str, Any]) -> PromptSetSpec:
@@ -88,16 +103,9 @@ def read_prompt_file(path: Path) -> list[Prompt]:
     """`.txt` (one prompt a line) or `.jsonl` (`prompt`, optional `category`); errors name file and line."""
     if path.suffix not in FILE_SUFFIXES:
         raise BadInputError(f"prompt file {path} has suffix {path.suffix!r}; accepted: {', '.join(FILE_SUFFIXES)}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise BadInputError(f"prompt file {path} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise BadInputError(f"prompt file {path} is a folder; accepted: a {' or '.join(FILE_SUFFIXES)} file") from exc
-    except OSError as exc:
-        raise BadInputError(f"prompt file {path} cannot be read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"prompt file {path} is not UTF-8 text (byte {exc.start})") from exc
+    from rpo_bench.core.user_files import read_text
+
+    text = read_text(path, "prompt file")  # UTF-8, a regular file (a FIFO would hang), one line on failure
     prompts: list[Prompt] = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -119,11 +127,8 @@ def read_prompt_file(path: Path) -> list[Prompt]:
 
 def _write_jsonl_atomic(path: Path, prompts: list[Prompt]) -> None:
     writable_dir(path.parent, f"the downloaded prompt set {path.stem}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for prompt in prompts:
-            handle.write(json.dumps({"prompt": prompt.text, "category": prompt.category}) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps({"prompt": prompt.text, "category": prompt.category}) + "\n"
+                               for prompt in prompts))
 
 
 def _fetch_hub_prompts(spec: PromptSetSpec) -> list[Prompt]:
@@ -160,18 +165,20 @@ def load_spec(spec: PromptSetSpec) -> PromptSet:
         path = Path(spec.file).expanduser()
         if not path.is_absolute():
             path = PROJECT_PROMPTS_DIR / path
-        return PromptSet(spec.name, tuple(read_prompt_file(path)))
+        return PromptSet(spec.name, tuple(read_prompt_file(path)), spec.name)
     cached = cached_prompts_path(spec.name)
     if not cached.is_file():
-        if is_offline():
+        from rpo_bench.hub_preflight import hub_unavailable
+
+        if (reason := hub_unavailable()) is not None:  # not the datasets library's retries
             raise MissingWeightsError(f"prompt set {spec.name!r} ({spec.source}): {cached} is not on this machine "
-                                      f"and HF_HUB_OFFLINE is set; fetch it with `rpo-bench download {spec.name}`")
+                                      f"and {reason}; fetch it with `rpo-bench download {spec.name}`")
         fetched = _fetch_hub_prompts(spec)
         if spec.size and len(fetched) != spec.size:  # the source changed since it was registered: say so
             log.warning("prompt set %s: fetched %d prompts from %s, expected %d", spec.name, len(fetched),
                         spec.source, spec.size)
         _write_jsonl_atomic(cached, fetched)
-    return PromptSet(spec.name, tuple(read_prompt_file(cached)))
+    return PromptSet(spec.name, tuple(read_prompt_file(cached)), spec.name)
 
 
 def load_prompt_set(name_or_path: str) -> PromptSet:
@@ -183,6 +190,6 @@ def load_prompt_set(name_or_path: str) -> PromptSet:
         return load_spec(PROMPT_SETS.get(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.suffix in FILE_SUFFIXES or path.exists():
-        return PromptSet(str(path), tuple(read_prompt_file(path)))
+        return PromptSet(str(path), tuple(read_prompt_file(path)), str(path.resolve()))
     PROMPT_SETS.get(name_or_path)  # raises the "did you mean" error
     raise AssertionError("unreachable")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -22,11 +21,6 @@ from typing import Any, Generic, TypeVar
 
 from rpo_bench.config import user_registry_file
 from rpo_bench.errors import BadInputError, UnknownNameError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 T = TypeVar("T")
 
@@ -59,21 +53,21 @@ def load_target(spec: str) -> Any:
         raise BadInputError(f"cannot load {spec!r}: {exc}") from exc
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInputError(f"{path} is not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path} is not UTF-8 text") from exc
+def read_toml(path: Path, what: str = "TOML file") -> dict[str, Any]:
+    """Through the one reader of user files (rpo_bench.core.user_files): UTF-8, regular files, one-line errors."""
+    from rpo_bench.core.user_files import read_toml as read
+
+    return read(path, what)
 
 
-def check_table_keys(kind: str, name: str, table: Mapping[str, Any], allowed: set[str]) -> None:
-    """User tables with a misspelt key must fail loudly: a silently dropped `revision` evaluates other weights."""
-    unknown = sorted(set(table) - allowed)
+def check_table_keys(kind: str, name: str, table: Mapping[str, Any], allowed: set[str], *,
+                     label: str | None = None) -> None:
+    """User tables with a misspelt key must fail loudly: a silently dropped `revision` evaluates other weights.
+
+    `label` names the table in the message in place of "KIND 'NAME'" (a file's own table: "leaderboard.toml [demo]")."""
+    unknown = sorted(map(str, set(table) - allowed))
     if unknown:
-        raise BadInputError(f"{kind} {name!r}: unknown key(s) {', '.join(unknown)}; "
+        raise BadInputError(f"{label or f'{kind} {name!r}'}: unknown key(s) {', '.join(unknown)}; "
                             f"accepted: {', '.join(sorted(allowed))}")
 
 
@@ -130,14 +124,16 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_table_values(kind: str, name: str, table: Mapping[str, Any], rules: Mapping[str, ValueRule]) -> None:
+def check_table_values(kind: str, name: str, table: Mapping[str, Any], rules: Mapping[str, ValueRule], *,
+                       label: str | None = None) -> None:
     """Every value of a registry table against its rule; the error names the table, key, value and what fits.
 
-    `kind` is the TOML table prefix (models, prompts, protocols, metrics); the registry adds the file name."""
+    `kind` is the TOML table prefix (models, prompts, protocols, metrics); the registry adds the file name. `label`
+    replaces "[KIND.NAME]" for tables that are not registry entries ("leaderboard.toml [demo]")."""
     for key, value in table.items():
         rule = rules.get(key)
         if rule is not None and not rule.check(value):
-            raise BadInputError(f"[{kind}.{name}] {key} = {_shown(value)}: accepted: {rule.accepted}")
+            raise BadInputError(f"{label or f'[{kind}.{name}]'} {key} = {_shown(value)}: accepted: {rule.accepted}")
 
 
 _ALL: list[Registry] = []
@@ -198,8 +194,8 @@ class Registry(Generic[T]):
             self.register(point.name, point.value, source=f"entry point {point.dist.name if point.dist else ''}",
                           replace=True)
         path = user_registry_file()
-        if self.from_table is not None and path.is_file():
-            tables = read_toml(path).get(self.kind, {})
+        if self.from_table is not None and path.exists():  # a folder or a FIFO by that name is refused, not skipped
+            tables = read_toml(path, "registry file").get(self.kind, {})
             if not isinstance(tables, Mapping):
                 raise BadInputError(f"{path}: {self.kind} = {_shown(tables)}: accepted: tables [{self.kind}.NAME]")
             for name, table in tables.items():

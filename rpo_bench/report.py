@@ -3,37 +3,43 @@ metric, metric version), so that scores made under different protocols, scorer w
 averaged or compared together. The numbers are rpo_bench.summary's (prompt-clustered means, paired comparisons
 with a baseline); this module only reads the store, groups and formats.
 
-The store is opened query-only: a report never creates, migrates or writes to a store.
+The store is opened query-only (ResultsStore(readonly=True)): a report never creates, migrates or writes to a
+store.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shlex
-import sqlite3
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rpo_bench.errors import BadInputError
 from rpo_bench.reported import ReportedValue, reported_for
-from rpo_bench.store import SCHEMA_COLUMNS, damaged_store_message
-from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, summarise_tables
+from rpo_bench.store import ResultsStore, ScoredSample, is_number
+from rpo_bench.summary import BY_ACCEPTED, ScoreTable, SummaryRow, score_dict, summarise_tables
 
 
 @dataclass
 class Group:
     """The tables of one report section: every model's scores of one metric version under one protocol (with one
-    set of settings) on one prompt set. Models of one group are compared with each other, nothing across groups."""
+    set of settings) and one dtype on one prompt set. Models of one group are compared with each other, nothing
+    across groups."""
 
-    prompt_set: str
+    prompt_set: str  # the set's label: its name, with its identity appended when two sets share a name
     protocol: str
     protocol_fingerprint: str
     protocol_settings: str  # JSON, as stored with the images
     metric: str
     metric_version: str
     tables: list[ScoreTable] = field(default_factory=list)
+    prompt_set_id: str = ""
+    dtype: str = ""
+    samples: dict[str, list[ScoredSample]] = field(default_factory=dict)  # model -> the rows behind its table
 
     @property
     def models(self) -> list[str]:
@@ -53,75 +59,6 @@ class StoreInfo:
     first_models: list[str]  # the models of the earliest run, in the order given there
 
 
-def _open(store_path: Path) -> sqlite3.Connection:
-    """The store, read-only, after checking that it is an rpo-bench store (nothing is created or written)."""
-    path = Path(store_path).expanduser()
-    if not path.exists():
-        raise BadInputError(f"results store {path} does not exist; accepted: a store written by rpo-bench "
-                            "evaluate (its --store, default $RPO_BENCH_HOME/results.sqlite)")
-    if path.is_dir():
-        raise BadInputError(f"results store {path} is a folder; accepted: the store's file (e.g. "
-                            f"{path / 'results.sqlite'})")
-    try:
-        # mode=rw creates nothing (a missing file is an error) and falls back to reading a write-protected file;
-        # unlike mode=ro, the last connection to close removes the -wal / -shm files it made, so a report leaves
-        # the store's folder as it found it. query_only: nothing is ever written.
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
-        db.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as exc:
-        raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
-    try:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        missing = [t for t in SCHEMA_COLUMNS if t not in tables]
-        if missing:
-            held = f"it holds {', '.join(sorted(tables)[:5])}" if tables else "it holds no table"
-            raise BadInputError(f"{path} is not an rpo-bench results store: an SQLite database without the "
-                                f"{', '.join(missing)} table(s) ({held}); accepted: a store written by rpo-bench "
-                                "evaluate")
-        for table, expected in SCHEMA_COLUMNS.items():
-            columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
-            if columns != expected:
-                raise BadInputError(f"{path} is not a results store of this rpo-bench version: table {table} has "
-                                    f"columns ({', '.join(columns)}), expected ({', '.join(expected)})")
-    except sqlite3.OperationalError as exc:
-        db.close()
-        raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        if "not a database" in str(exc):
-            raise BadInputError(f"{path} is not an rpo-bench results store (not an SQLite database); accepted: a "
-                                "store written by rpo-bench evaluate") from exc
-        raise BadInputError(damaged_store_message(path, str(exc))) from exc
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _read(db: sqlite3.Connection, path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    try:
-        return db.execute(sql, params).fetchall()
-    except sqlite3.OperationalError as exc:
-        raise BadInputError(f"cannot read the results store {path}: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise BadInputError(damaged_store_message(path, str(exc))) from exc
-
-
-class ReadOnlyStore:
-    """The store's query interface (what rpo_bench.grids reads) over a read-only connection, so that drawing a
-    report's image grid writes nothing either."""
-
-    def __init__(self, store_path: Path):
-        self.path = Path(store_path).expanduser()
-        self._db = _open(self.path)
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return _read(self._db, self.path, sql, tuple(params))
-
-    def close(self) -> None:
-        self._db.close()
-
-
 def _higher_is_better(metric: str) -> bool:
     """From the metric's registry entry (unloaded); a metric no longer registered is taken as higher-is-better."""
     from rpo_bench.metrics import make_metric
@@ -139,63 +76,93 @@ def _split(text: str | Sequence[str] | None) -> list[str] | None:
     return [t for t in items if t] or None
 
 
+def prompt_set_labels(rows: Sequence[ScoredSample]) -> dict[str, str]:
+    """prompt set id -> the label a report shows: its name, or `name #id` where two sets share a name (two files
+    called p.txt in two folders, or a file whose prompts changed between runs)."""
+    names: dict[str, str] = {}
+    for row in rows:
+        names.setdefault(row.prompt_set_id, row.prompt_set)
+    counts = Counter(names.values())
+    return {pid: name if counts[name] == 1 else f"{name} #{pid[:8]}" for pid, name in names.items()}
+
+
+def _latest_weights(rows: list[ScoredSample]) -> tuple[list[ScoredSample], list[str]]:
+    """A model name whose rows come from several weights (a folder trained again under the same path): the rows of
+    the weights scored last, and the fingerprints left out."""
+    fingerprints = list(dict.fromkeys(row.model_fingerprint for row in reversed(rows)))
+    if len(fingerprints) == 1:
+        return rows, []
+    return [row for row in rows if row.model_fingerprint == fingerprints[0]], fingerprints[1:]
+
+
 def load_tables(store_path: Path, metrics: str | Sequence[str] | None = None,
-                models: str | Sequence[str] | None = None) -> list[Group]:
-    """Every (prompt set, protocol, metric, metric version) of the store as a Group of ScoreTables keyed by
-    (prompt index, seed), one table per model; groups in the order their first score was written."""
+                models: str | Sequence[str] | None = None, notes: list[str] | None = None) -> list[Group]:
+    """Every (prompt set, protocol, dtype, metric, metric version) of the store as a Group of ScoreTables keyed by
+    (prompt index, seed), one table per model; groups in the order their first score was written. Values that
+    are not finite numbers (written from outside rpo-bench) are left out, and `notes` says so."""
     path = Path(store_path).expanduser()
     wanted_metrics, wanted_models = _split(metrics), _split(models)
-    with closing(_open(path)) as db:
-        rows = _read(db, path,
-                     "SELECT i.prompt_set, i.protocol, i.protocol_fingerprint, i.protocol_settings, s.metric, "
-                     "s.metric_version, i.model, i.prompt_index, i.category, i.seed, s.value "
-                     "FROM scores s JOIN images i USING (image_key) ORDER BY s.created_at, s.rowid")
-    present_metrics = list(dict.fromkeys(r[4] for r in rows))
+    with ResultsStore(path, readonly=True) as store:
+        rows = store.scored_samples()
+    present_metrics = list(dict.fromkeys(r.metric for r in rows))
     for metric in wanted_metrics or []:
         if metric not in present_metrics:
             accepted = ", ".join(present_metrics) if present_metrics else "none: the store holds no scores"
             raise BadInputError(f"--metrics {metric!r}: no scores of this metric in {path}; metrics with scores: "
                                 f"{accepted}")
-    present_models = list(dict.fromkeys(r[6] for r in rows))
+    present_models = list(dict.fromkeys(r.model for r in rows))
     for model in wanted_models or []:
         if model not in present_models:
             raise BadInputError(f"model {model!r} has no scores in {path}; models with scores: "
                                 f"{', '.join(present_models) or 'none'}")
+    labels = prompt_set_labels(rows)
     groups: dict[tuple, Group] = {}
-    tables: dict[tuple, tuple[dict, dict]] = {}  # (group key, model) -> (scores, categories)
-    for (prompt_set, protocol, fingerprint, settings, metric, version, model, prompt, category, seed,
-         value) in rows:
-        if (wanted_metrics and metric not in wanted_metrics) or (wanted_models and model not in wanted_models):
+    per_model: dict[tuple, list[ScoredSample]] = {}
+    for row in rows:
+        if (wanted_metrics and row.metric not in wanted_metrics) or (wanted_models and row.model not in wanted_models):
             continue
-        key = (prompt_set, protocol, fingerprint, metric, version)
+        key = (row.prompt_set_id, row.protocol, row.protocol_fingerprint, row.dtype, row.metric, row.metric_version)
         if key not in groups:
-            groups[key] = Group(prompt_set, protocol, fingerprint, settings, metric, version)
-        scores, categories = tables.setdefault((key, model), ({}, {}))
-        scores[(prompt, seed)] = value
-        categories[prompt] = category
-    higher = {metric: _higher_is_better(metric) for metric in {k[3] for k in groups}}
-    for (key, model), (scores, categories) in sorted(tables.items(), key=lambda item: item[0][1]):
+            groups[key] = Group(labels[row.prompt_set_id], row.protocol, row.protocol_fingerprint,
+                                row.protocol_settings, row.metric, row.metric_version, prompt_set_id=row.prompt_set_id,
+                                dtype=row.dtype)
+        per_model.setdefault((key, row.model), []).append(row)
+    higher = {metric: _higher_is_better(metric) for metric in {k[4] for k in groups}}
+    notes = notes if notes is not None else []
+    for (key, model), model_rows in sorted(per_model.items(), key=lambda item: item[0][1]):
         group = groups[key]
+        model_rows, older = _latest_weights(model_rows)
+        if older:
+            notes.append(f"{model} ({group.metric}, protocol {group.protocol}, prompt set {group.prompt_set}): the "
+                         f"store holds scores of {len(older) + 1} versions of its weights; shown: the weights scored "
+                         f"last ({model_rows[-1].model_fingerprint[:12]}), left out: "
+                         f"{', '.join(f[:12] for f in older)}")
+        scores, categories, skipped = score_dict(model_rows)
+        if skipped:
+            notes.append(f"{model} ({group.metric}, protocol {group.protocol}, prompt set {group.prompt_set}): "
+                         f"{skipped} stored value(s) are not finite numbers (NaN, infinite or text, written outside "
+                         "rpo-bench) and are left out of every number")
+        group.samples[model] = [r for r in model_rows if is_number(r.value)]
         # The group name makes summarise_tables keep every section apart even if given several at once.
         group.tables.append(ScoreTable(model, group.protocol, "|".join(key), group.metric, higher[group.metric],
-                                       dict(sorted(scores.items())), categories))
+                                       scores, categories))
     return list(groups.values())
 
 
 def store_info(store_path: Path) -> StoreInfo:
     path = Path(store_path).expanduser()
-    with closing(_open(path)) as db:
-        runs = _read(db, path, "SELECT config, versions, git_commit FROM runs ORDER BY created_at, run_id")
-    commits = list(dict.fromkeys(commit or "unknown (not a git checkout)" for _c, _v, commit in runs))
+    with ResultsStore(path, readonly=True) as store:
+        runs = store.runs()
+    commits = list(dict.fromkeys(run.git_commit or "unknown (not a git checkout)" for run in runs))
     versions: dict[str, list[str]] = {}
     first_models: list[str] = []
-    for config, recorded, _commit in runs:
+    for run in runs:
         try:
-            for name, version in json.loads(recorded).items():
+            for name, version in json.loads(run.versions).items():
                 if version not in versions.setdefault(name, []):
                     versions[name].append(version)
             if not first_models:
-                first_models = [m["name"] for m in json.loads(config).get("models", []) if isinstance(m, dict)]
+                first_models = [m["name"] for m in json.loads(run.config).get("models", []) if isinstance(m, dict)]
         except (ValueError, AttributeError, KeyError, TypeError):
             continue
     return StoreInfo(commits, versions, first_models)
@@ -203,8 +170,19 @@ def store_info(store_path: Path) -> StoreInfo:
 
 # -- markdown ----------------------------------------------------------------------------------------------------
 def _cell(text: object) -> str:
-    """Markdown-table-safe text: user names (models, prompt sets) may hold '|' or newlines."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+    """Markdown-safe text from the store or the user (models, prompt sets, categories, labels): HTML is escaped, so
+    a name like `<img onerror=...>` is shown and never run where markdown is rendered, and '|' and line breaks
+    cannot break a table or start a heading."""
+    text = html.escape(str(text), quote=False)
+    return re.sub(r"[\x00-\x1f\x7f]", " ", text.replace("\\", "\\\\").replace("|", "\\|"))
+
+
+def _code(text: str) -> str:
+    """A one-line markdown code span of any text: control characters escaped, and a fence longer than any run of
+    backticks inside it."""
+    line = text.encode("unicode_escape").decode("ascii") if re.search(r"[\x00-\x1f\x7f]", text) else text
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", line)), default=0) + 1)
+    return f"{fence} {line} {fence}" if len(fence) > 1 else f"`{line}`"
 
 
 def _p_text(p: float | None) -> str:
@@ -234,9 +212,9 @@ def settings_text(settings: str) -> str:
 def _differs(groups: Sequence[Group]) -> list[str]:
     """Which of the section keys take more than one value in this report: what a section header must name."""
     names = []
-    for label, getter in (("prompt set", lambda g: g.prompt_set), ("protocol", lambda g: g.protocol),
-                          ("protocol settings", lambda g: g.protocol_fingerprint), ("metric", lambda g: g.metric),
-                          ("metric version", lambda g: (g.metric, g.metric_version))):
+    for label, getter in (("prompt set", lambda g: g.prompt_set_id), ("protocol", lambda g: g.protocol),
+                          ("protocol settings", lambda g: g.protocol_fingerprint), ("dtype", lambda g: g.dtype),
+                          ("metric", lambda g: g.metric), ("metric version", lambda g: (g.metric, g.metric_version))):
         if len({getter(g) for g in groups}) > 1:
             names.append(label)
     if "protocol settings" in names and len({(g.protocol, g.protocol_fingerprint) for g in groups}) == len(
@@ -263,7 +241,10 @@ class Section:
     @property
     def title(self) -> str:
         g = self.group
-        return f"{g.metric} (version {g.metric_version}) · protocol {g.protocol} · prompt set {g.prompt_set}"
+        # float32 is what every CPU run and every default score uses; another dtype is named so that two
+        # sections differing only in it never look alike
+        dtype = f" · {g.dtype}" if g.dtype and g.dtype != "float32" else ""
+        return f"{g.metric} (version {g.metric_version}) · protocol {g.protocol}{dtype} · prompt set {g.prompt_set}"
 
     def tables(self) -> list[tuple[str | None, list[SummaryRow]]]:
         """(category or None for all prompts, rows) in order."""
@@ -332,6 +313,9 @@ def parse_labels(specs: Sequence[str] | None) -> dict[str, str]:
         if not equals or not name.strip() or not label.strip():
             raise BadInputError(f"--label {spec!r}; accepted: NAME=LABEL, NAME a model of the store (as the report "
                                 "names it without labels) and LABEL the name to show")
+        if re.search(r"[\x00-\x1f\x7f]", label):
+            raise BadInputError(f"--label {spec!r}: the label holds a line break or another control character; "
+                                "accepted: a single-line label")
         if name in labels:
             raise BadInputError(f"--label {spec!r}: {name!r} is labelled twice; accepted: one --label per model")
         labels[name] = label.strip()
@@ -362,7 +346,8 @@ def build_report(store_path: Path, baseline: str | None = None, by: str | None =
     if by is not None and by not in BY_ACCEPTED:
         raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
     labels = dict(labels or {})
-    groups = load_tables(path, metrics=metrics)
+    store_notes: list[str] = []
+    groups = load_tables(path, metrics=metrics, notes=store_notes)
     if labels:
         _check_labels(labels, list(dict.fromkeys(m for g in groups for m in g.models)), path)
         for group in groups:
@@ -377,7 +362,7 @@ def build_report(store_path: Path, baseline: str | None = None, by: str | None =
     chosen = baseline or _default_baseline(groups, info)
     sections = [Section(g, _section_rows(g, chosen, by == "category"), chosen if chosen in g.models else None,
                         reported_for(g.prompt_set, g.protocol, g.metric)) for g in groups]
-    notes = list(dict.fromkeys([*(n for section in sections for n in _shared_sample_notes(section)),
+    notes = list(dict.fromkeys([*store_notes, *(n for section in sections for n in _shared_sample_notes(section)),
                                 *_metric_notes(groups)]))
     return Report(path, sections, chosen, models, info, _differs(groups), notes,
                   command or reproduce_command(path, baseline, by, metrics, labels=labels), rpo_bench_version, by,
@@ -407,10 +392,11 @@ def _table(rows: Sequence[SummaryRow], baseline: str | None) -> list[str]:
              "|" + "|".join([":---", "---:", "---:", "---:"] + ["---:"] * (3 if compared else 0)) + "|"]
     row_ranks = ranks(rows)
     for row in rows:
-        cells = [row.model, row.samples if row.n else "0", mean_text(row), str(row_ranks.get(row.model, "-"))]
+        # the model's name is the store's text; the other cells are numbers this module formats
+        cells = [_cell(row.model), row.samples if row.n else "0", mean_text(row), str(row_ranks.get(row.model, "-"))]
         if compared:
             cells += versus_cells(row, baseline)
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -467,7 +453,7 @@ def provenance_lines(report: Report) -> list[str]:
     if info.versions:
         lines.append("- library versions recorded by the runs: " + ", ".join(
             f"{_cell(name)} {_cell(' / '.join(v))}" for name, v in sorted(info.versions.items())))
-    lines.append(f"- reproduce: `{report.command}`")
+    lines.append(f"- reproduce: {_code(report.command)}")
     return lines
 
 

@@ -16,11 +16,10 @@ import hashlib
 import io
 import json
 import math
-import sqlite3
-from contextlib import closing
 from typing import Any
 
-from rpo_bench.report import Report, Section, _open, _read, ranks
+from rpo_bench.report import Report, Section, ranks
+from rpo_bench.store import ResultsStore
 from rpo_bench.summary import SummaryRow
 
 CSV_COLUMNS = ("prompt_set", "protocol", "metric", "metric_version", "category", "model", "n", "mean", "ci_low",
@@ -101,36 +100,30 @@ def _parsed(text: str | None) -> Any:
 
 
 # -- store reads -------------------------------------------------------------------------------------------------
-def _runs(db: sqlite3.Connection, report: Report) -> list[dict[str, Any]]:
+def _runs(report: Report) -> list[dict[str, Any]]:
     """Each run's recorded configuration and software. Not its timestamps: the same runs made again must export
     the same bytes, so that a regenerated leaderboard diffs clean when its numbers did not change."""
-    runs = _read(db, report.store, "SELECT run_id, config, versions, git_commit FROM runs ORDER BY created_at, run_id")
-    return [{"run_id": run_id, "config": _parsed(config), "versions": _parsed(versions), "git_commit": commit}
-            for run_id, config, versions, commit in runs]
+    with ResultsStore(report.store, readonly=True) as store:
+        runs = store.runs()
+    return [{"run_id": run.run_id, "config": _parsed(run.config), "versions": _parsed(run.versions),
+             "git_commit": run.git_commit} for run in runs]
 
 
-def _samples(db: sqlite3.Connection, report: Report, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every scored image behind each section, read from the store: exactly the report's sections and models."""
-    wanted = {(g.prompt_set, g.protocol, g.protocol_fingerprint, g.metric, g.metric_version): (key, set(g.models))
-              for key, g in zip(keys, (s.group for s in report.sections), strict=True)}
-    rows = _read(db, report.store,
-                 "SELECT i.prompt_set, i.protocol, i.protocol_fingerprint, s.metric, s.metric_version, i.model, "
-                 "i.image_key, i.image_sha256, i.prompt_index, i.prompt, i.category, i.seed, s.value "
-                 "FROM scores s JOIN images i USING (image_key) ORDER BY s.created_at, s.rowid")
-    # Keyed by (model, prompt, seed) in the order load_tables reads them, so that where two images of one model
-    # share a (prompt, seed) (e.g. evaluated in two dtypes) the sample kept is the one the report's numbers used.
-    kept: dict[str, dict[tuple, dict[str, Any]]] = {key: {} for key in keys}
-    for (prompt_set, protocol, fingerprint, metric, version, model, image_key, image_sha, prompt_index, prompt,
-         category, seed, value) in rows:
-        key, models = wanted.get((prompt_set, protocol, fingerprint, metric, version), (None, ()))
-        model = report.labels.get(model, model)  # the name the report shows
-        if key is None or model not in models:
-            continue
-        kept[key][(model, prompt_index, seed)] = {
-            "model": model, "image_key": image_key, "image_sha256": image_sha, "prompt_index": prompt_index,
-            "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), "category": category,
-            "seed": seed, "score": value}
-    return {key: [samples[k] for k in sorted(samples)] for key, samples in kept.items()}
+def _samples(report: Report, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every scored image behind each section: the very rows the report's numbers were computed from."""
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for key, section in zip(keys, report.sections, strict=True):
+        kept: dict[tuple, dict[str, Any]] = {}
+        for model, rows in section.group.samples.items():
+            shown = report.labels.get(model, model)  # the name the report shows
+            for row in rows:
+                kept[(shown, row.prompt_index, row.seed)] = {
+                    "model": shown, "image_key": row.image_key, "image_sha256": row.image_sha256,
+                    "prompt_index": row.prompt_index,
+                    "prompt_sha256": hashlib.sha256(row.prompt.encode("utf-8")).hexdigest(),
+                    "category": row.category, "seed": row.seed, "score": row.value}
+        samples[key] = [kept[k] for k in sorted(kept)]
+    return samples
 
 
 # -- exports -----------------------------------------------------------------------------------------------------
@@ -139,9 +132,7 @@ def export_json(report: Report) -> dict[str, Any]:
     Serialise with json.dumps(..., sort_keys=True) for byte-identical files."""
     keys = section_keys(report)
     info = report.info
-    # The store is read again, read-only, in one connection: the Report keeps numbers, not the rows behind them.
-    with closing(_open(report.store)) as db:
-        runs, samples = _runs(db, report), _samples(db, report, keys)
+    runs, samples = _runs(report), _samples(report, keys)
     config = {
         "store": str(report.store), "command": report.command, "rpo_bench_version": report.version,
         "git_commits": info.commits, "versions": info.versions, "baseline": report.baseline, "by": report.by,
@@ -155,9 +146,42 @@ def export_json(report: Report) -> dict[str, Any]:
     return {"config": config, "results": results, "samples": samples, "notes": list(report.notes)}
 
 
+def export_json_text(report: Report) -> str:
+    """export_json as strict JSON text (RFC 8259: no NaN or Infinity, which most parsers refuse): a number that is
+    not finite is written as null, and a note says where."""
+    data = export_json(report)
+    places: list[str] = []
+    data = _finite_or_null(data, "", places)
+    if places:
+        data["notes"] = [*data["notes"], f"{len(places)} value(s) that are not finite numbers are written as null: "
+                                          f"{', '.join(places[:5])}{' ...' if len(places) > 5 else ''}"]
+    return json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _finite_or_null(value: Any, where: str, places: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        places.append(where or "(top)")
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item, f"{where}.{key}" if where else str(key), places)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(item, f"{where}[{i}]", places) for i, item in enumerate(value)]
+    return value
+
+
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection"): a model, prompt set
+# or category name from the store is written with a leading apostrophe instead, which they show as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> Any:
     # The csv module writes floats with repr (the shortest text that reads back to the same float) and None as "".
-    return "" if isinstance(value, float) and math.isnan(value) else value
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def export_csv(report: Report) -> str:

@@ -14,8 +14,9 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from rpo_bench.report import ReadOnlyStore, Report, Section, header_items, mean_text, ranks, settings_text, versus_cells
+from rpo_bench.report import Report, Section, header_items, mean_text, ranks, settings_text, versus_cells
 from rpo_bench.report_plots import interval_bars_png
+from rpo_bench.store import ResultsStore
 from rpo_bench.summary import SummaryRow
 
 GRID_PROMPTS = 6  # rows of the image grid: enough to see a difference, small enough to keep the file light
@@ -111,10 +112,7 @@ def _reported(section: Section) -> list[str]:
 def _grid_prompts(store, section: Section, limit: int) -> list[str]:
     """The section's first `limit` prompts, in prompt-set order."""
     g = section.group
-    rows = store.query("SELECT prompt_index, min(prompt) FROM images WHERE prompt_set = ? AND protocol = ? AND "
-                       "protocol_fingerprint = ? GROUP BY prompt_index ORDER BY prompt_index LIMIT ?",
-                       (g.prompt_set, g.protocol, g.protocol_fingerprint, limit))
-    return [prompt for _index, prompt in rows]
+    return store.section_prompts(g.prompt_set_id, g.protocol_fingerprint, limit)
 
 
 def grid_png(report: Report, image_cache: Path, limit: int = GRID_PROMPTS) -> tuple[bytes | None, str]:
@@ -129,7 +127,7 @@ def grid_png(report: Report, image_cache: Path, limit: int = GRID_PROMPTS) -> tu
     g = section.group
     if not image_cache.is_dir():
         return None, f"no images are cached: image cache {image_cache} is not a folder"
-    store, cache = ReadOnlyStore(report.store), ImageCache(image_cache)
+    store, cache = ResultsStore(report.store, readonly=True), ImageCache(image_cache)
     try:
         prompts = _grid_prompts(store, section, limit)
         seed = g.seeds[0]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from rpo_bench.registry import tomllib
+from rpo_bench.core.user_files import tomllib
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,9 @@ def prompts_for(images: Sequence[Path], prompt: str | None, prompts_file: Path |
         raise BadInputError("give either --prompt TEXT (one prompt for all images) or --prompts FILE (one per line)")
     if prompt is not None:
         return [prompt] * len(images)
-    try:
-        lines = prompts_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"--prompts {prompts_file}: cannot read it as UTF-8 text ({type(exc).__name__})") from exc
+    from rpo_bench.core.user_files import read_text
+
+    lines = read_text(prompts_file, "--prompts file").splitlines()
     if len(lines) != len(images):
         raise BadInputError(f"--prompts {prompts_file}: {len(lines)} lines for {len(images)} images; accepted: "
                             "one prompt per line, in the images' order")
@@ -118,6 +117,7 @@ def _done_rows(out: Path | None) -> dict[tuple[str, str, str], float]:
 def _end_cut_line(out: Path) -> None:
     """A kill during an append can leave a last line without its newline; the next rows must not join it (the
     cut line is skipped on reading, and a row glued to it would be lost with it)."""
+    # atomic: an append-only file of rows; a line torn by a kill is ended here and skipped on reading
     if not out.is_file() or out.stat().st_size == 0:
         return
     with open(out, "rb+") as handle:
@@ -165,6 +165,7 @@ def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Se
                 scores = metric.score([open_user_image(images[i]) for i in batch], [prompts[i] for i in batch])
                 values.update(zip(batch, scores, strict=True))
                 if out is not None:  # appended per batch: a crash loses at most the batch in flight
+                    # atomic: append-only rows; a torn last line is ended by _end_cut_line and skipped on reading
                     _end_cut_line(out)
                     with open(out, "a", encoding="utf-8") as handle:
                         handle.writelines(json.dumps({"image": str(images[i]), "prompt": prompts[i],

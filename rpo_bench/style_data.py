@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -23,8 +22,18 @@ from typing import Any
 from PIL import Image
 
 from rpo_bench.config import home_dir, safe_child
+from rpo_bench.core.atomic import atomic_write
+from rpo_bench.core.user_files import read_bytes
 from rpo_bench.errors import BadInputError
-from rpo_bench.styles import Reference, Style, png_bytes, reference_images, references_fingerprint, style_home
+from rpo_bench.styles import (
+    MAX_REFERENCE_BYTES,
+    Reference,
+    Style,
+    png_bytes,
+    reference_images,
+    references_fingerprint,
+    style_home,
+)
 
 FORMAT = 1  # bump when the way pairs are made changes: it moves the cached folders
 PAIR_MODES = ("reference", "relabel")
@@ -99,13 +108,8 @@ def _generate_base_images(style: Style, references: list[Reference], occurrence:
     from rpo_bench.protocols import PROTOCOLS
 
     spec = resolve_model(style.base_model)
-    results = ResultsStore(store_path)
-    try:
-        rows = results.query("SELECT prompt, seed, image_sha256 FROM images WHERE model_fingerprint = ? AND "
-                             "protocol_fingerprint = ?",
-                             (model_fingerprint(spec), PROTOCOLS.get(protocol).fingerprint(spec.family)))
-    finally:
-        results.close()
+    with ResultsStore(store_path) as results:
+        rows = results.images_of(model_fingerprint(spec), PROTOCOLS.get(protocol).fingerprint(spec.family))
     # the dtype is the device's default, the same for every row of this store on this machine
     return {(prompt, seed): sha for prompt, seed, sha in rows}
 
@@ -115,9 +119,7 @@ def _prompt_file(folder: Path, captions: list[str]) -> Path:
     text = "".join(json.dumps({"prompt": caption}) + "\n" for caption in captions)
     path = folder / f"captions-{hashlib.sha256(text.encode()).hexdigest()[:12]}.jsonl"
     if not path.is_file():
-        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return path
 
 
@@ -173,7 +175,7 @@ def _source_identity(source: str) -> str:
     path = Path(source).expanduser()
     pairs = path / "pairs.jsonl" if path.is_dir() else path
     if pairs.is_file():
-        return hashlib.sha256(pairs.read_bytes()).hexdigest()
+        return hashlib.sha256(read_bytes(pairs, "preference pairs file", max_bytes=None)).hexdigest()
     return source
 
 
@@ -194,7 +196,7 @@ def _reference_bytes(style: Style, reference: Reference) -> bytes:
     if style.folder:
         path = Path(style.folder).expanduser() / reference.name
         if path.is_file():
-            return path.read_bytes()
+            return read_bytes(path, f"style {style.name!r}: reference image", max_bytes=MAX_REFERENCE_BYTES)
     return png_bytes(reference.image)
 
 
@@ -259,6 +261,4 @@ def _relabel_rows(style: Style, source: str, margin: float, device: str,
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1) + "\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from rpo_bench.config import safe_child
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.style_embedding import StyleEmbedder
 from rpo_bench.styles import Style, reference_images, references_fingerprint, style_home
 
@@ -72,9 +72,7 @@ def _cache_path(style: Style, kind: str, fingerprint: str) -> Path:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -25,7 +25,8 @@ from typing import Any
 
 from PIL import Image
 
-from rpo_bench.config import home_dir, is_offline, safe_child
+from rpo_bench.config import home_dir, safe_child
+from rpo_bench.core.user_files import MAX_BYTES, read_bytes, read_jsonl, read_text
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.registry import (
     INTEGER,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 MIN_REFERENCES = 20
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CAPTIONS_FILE = "captions.jsonl"  # {"file": "NAME.png", "caption": "..."} per line; or NAME.txt beside NAME.png
+MAX_REFERENCE_BYTES = MAX_BYTES  # per reference image file; larger files are refused by name
 MICRO_REFERENCE_SEED = 7_000  # the renders' draw; far from the micro world's training seeds
 FORMAT = 1  # bump when the way references are picked changes: it moves the materialised folders
 
@@ -194,6 +196,8 @@ def _folder_references(style: Style, folder: Path) -> list[Reference]:
     if not folder.is_dir():
         raise BadInputError(f"style {style.name!r}: reference folder {folder} does not exist; accepted: a folder "
                             f"of {', '.join(IMAGE_SUFFIXES)} images")
+    import io
+
     from rpo_bench.metrics.preprocess import open_user_image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
@@ -202,9 +206,11 @@ def _folder_references(style: Style, folder: Path) -> list[Reference]:
     for path in files:
         if len(references) == style.references:
             break
+        # Regular files of at most MAX_BYTES only, checked before they are opened: a FIFO named zz.png would hang
+        # the read, a link to /dev/zero fill memory. Refused in one line; an image that does not decode is skipped.
+        data = read_bytes(path, f"style {style.name!r}: reference image", max_bytes=MAX_REFERENCE_BYTES)
         try:
-            data = path.read_bytes()
-            image = open_user_image(path).convert("RGB")
+            image = open_user_image(io.BytesIO(data), name=str(path)).convert("RGB")
         except (BadInputError, OSError):
             unreadable += 1
             continue
@@ -230,25 +236,30 @@ def fill_caption(template: str, values: Mapping[str, str]) -> str:
 
 
 def _captions(folder: Path) -> dict[str, str]:
+    """captions.jsonl through the one reader of user files: UTF-8 (or one line naming the byte offset), a regular
+    file, each line a {"file": ..., "caption": ...} object of strings."""
     path = folder / CAPTIONS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
     captions = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            captions[str(record["file"])] = str(record["caption"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadInputError(f"{path} line {number}: not a {{\"file\": ..., \"caption\": ...}} object; "
-                                "accepted: one JSON object per line") from exc
+    for number, record in read_jsonl(path, "captions file"):
+        if not (isinstance(record, dict) and isinstance(record.get("file"), str)
+                and isinstance(record.get("caption"), str)):
+            raise BadInputError(f"captions file {path} line {number}: {_shown(record)}; accepted: one "
+                                "{\"file\": \"NAME.png\", \"caption\": \"...\"} object of strings per line")
+        captions[record["file"]] = record["caption"]
     return captions
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _caption_beside(path: Path) -> str | None:
+    """NAME.txt beside NAME.png, through the same reader (UTF-8, a regular file)."""
     text = path.with_suffix(".txt")
-    return text.read_text(encoding="utf-8").strip() if text.is_file() else None
+    return read_text(text, "caption file").strip() if os.path.lexists(text) else None
 
 
 def _micro_references(style: Style) -> list[Reference]:
@@ -300,11 +311,14 @@ def materialise_dataset(style: Style, show_progress: bool = True) -> Path:
     folder = dataset_folder(style)
     if (folder / CAPTIONS_FILE).is_file():
         return folder
-    if is_offline():
+    from rpo_bench.hub_preflight import hub_unavailable
+
+    if (reason := hub_unavailable()) is not None:  # not the datasets library's retries
         raise MissingWeightsError(
             f"style {style.name!r}: its references come from hf:{style.dataset}, which is not cached on this machine "
-            f"and HF_HUB_OFFLINE is set; accepted: run `rpo-bench styles fetch {style.name}` once online, or point "
+            f"and {reason}; accepted: run `rpo-bench styles fetch {style.name}` once online, or point "
             f"the style at a folder of images: [styles.{style.name}] folder = \"PATH\" in registry.toml")
+    # atomic: every file goes into `.partial`, which replaces the folder in one rename once complete
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -6,8 +6,9 @@ Pure functions of score tables, so they are tested without a store and reused by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rpo_bench import stats
 
@@ -59,6 +60,25 @@ class SummaryRow:
         if self.seeds_per_prompt is not None:
             return f"{self.n_prompts}x{self.seeds_per_prompt}"
         return f"{self.n} over {self.n_prompts} prompts"
+
+
+def score_dict(samples: Iterable[Any]) -> tuple[Scores, dict[int, str], int]:
+    """One model's scores in one section, from the store's ScoredSample rows: ({(prompt index, seed): value},
+    {prompt index: category}, how many values were not finite numbers and were left out). Sorted by key, so that
+    evaluate's closing table and the report, which both build their tables here, sum in the same order and agree
+    to the last digit."""
+    from rpo_bench.store import is_number
+
+    scores: dict[tuple[int, int], float] = {}
+    categories: dict[int, str] = {}
+    skipped = 0
+    for sample in samples:
+        if not is_number(sample.value):
+            skipped += 1
+            continue
+        scores[(sample.prompt_index, sample.seed)] = float(sample.value)
+        categories[sample.prompt_index] = sample.category
+    return dict(sorted(scores.items())), dict(sorted(categories.items())), skipped
 
 
 def _seeds_per_prompt(scores: Scores) -> int | None:

@@ -221,3 +221,35 @@ def folder_bytes(folder: Path) -> int:
             if path.is_file() and not path.is_symlink():
                 total += path.stat().st_size
     return total
+
+
+def die_while_writing(call: Callable[[], int | None], name: str, log: Path, timeout: float = 300,
+                      kill: bool = True) -> int:
+    """Run `call` in a forked child that dies the moment it writes bytes into a file whose name contains `name`
+    (the final file, or a temporary file beside it), as a process does when it is killed mid-write: on that
+    file's first open for writing, the child's file-size limit drops to 0, so its next write raises SIGXFSZ, whose
+    default action ends the process. With kill=False the signal stays ignored (Python's default) and writes past
+    1 kB more than the child's log fail with EFBIG instead, as on a disk that fills up at that moment. Returns the
+    exit code (-SIGXFSZ when it died there)."""
+
+    def armed() -> int | None:
+        import resource
+        import sys
+
+        def hook(event: str, args: tuple) -> None:
+            if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
+                return
+            mode, flags = (args[1], args[2]) if len(args) > 2 else (args[1] if len(args) > 1 else None, 0)
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
+            if writing and name in os.path.basename(os.fsdecode(args[0])):
+                # a failed write must still be able to log its one line: the child's log keeps 1 kB of room
+                room = 0 if kill else log.stat().st_size + 1024
+                resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+        if kill:  # Python ignores SIGXFSZ, which turns the kill into an OSError
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        sys.addaudithook(hook)
+        return call()
+
+    return Child(armed, log).wait(timeout)

@@ -169,6 +169,17 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def refusing_endpoint() -> str:
+    """The URL of a local port that refuses connections, what an air-gapped machine or a firewall that rejects
+    looks like to a client: bound, its number read, then closed, so nothing listens there."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 def _range_start(header: str | None) -> int:
     """`bytes=N-`, the only form huggingface_hub sends when it continues a download."""
     if not header or not header.startswith("bytes=") or not header.endswith("-"):

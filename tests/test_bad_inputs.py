@@ -329,6 +329,70 @@ def style_few_references(ws: Workspace) -> None:
     _style_registry(ws, ws.tmp / "refs")
 
 
+# E9: user files -------------------------------------------------------------------------------------------------
+_config_writer("latin1.yaml", "steps: 2\nname: caf\xe9\n".encode("latin-1"),
+               "latin1.yaml: Latin-1 bytes in a YAML config")
+_registry_writer("style_folder_number", '[styles.x]\nfolder = 5\nprompts = "smoke"\n', "[styles.x] with `folder = 5`")
+
+
+@setup
+def registry_folder(ws: Workspace) -> None:
+    """registry.toml: a folder of that name"""
+    (ws.home / "registry.toml").mkdir()
+
+
+_GOOD_LEADERBOARD = '[demo]\nquick = true\nmethods = "dpo"\ntrain_seeds = "0"\nset = ["steps=2"]\n'
+
+
+def _leaderboard_writer(name: str, text: str, doc: str) -> None:
+    def write(ws: Workspace) -> None:
+        _write(ws.tmp / "lb" / "good" / "leaderboard.toml", _GOOD_LEADERBOARD)
+        _write(ws.tmp / "lb" / "mine" / "leaderboard.toml", text)
+
+    write.__name__ = f"leaderboard_{name}"
+    write.__doc__ = f"lb/good/leaderboard.toml (valid) and lb/mine/leaderboard.toml: {doc}"
+    setup(write)
+
+
+_leaderboard_writer("demo_number", "demo = 5\n", "`demo = 5`")
+_leaderboard_writer("style_number", "[demo]\nstyle = 5\n", "`style = 5`")
+_leaderboard_writer("set_string", '[demo]\nset = "lr=1e-4"\n', '`set = "lr=1e-4"` (a string, not a list)')
+_leaderboard_writer("quick_string", '[demo]\nquick = "false"\n', '`quick = "false"` (a string, not a boolean)')
+_leaderboard_writer("seeds_negative", "[demo]\ntrain_seeds = [0, -1]\n", "`train_seeds = [0, -1]`")
+_leaderboard_writer("broken", "[demo\nquick = true\n", "invalid TOML (`[demo` unclosed)")
+
+
+def _style_folder(ws: Workspace, images: int = 2) -> Path:
+    for i in range(images):
+        _noise_image(32, 32, seed=i).save(_write(ws.tmp / "refs" / f"{i:02d}.png", b""))
+    _style_registry(ws, ws.tmp / "refs")
+    return ws.tmp / "refs"
+
+
+@setup
+def style_captions_latin1(ws: Workspace) -> None:
+    """[styles.mine] whose folder holds two PNGs and a Latin-1 captions.jsonl"""
+    _write(_style_folder(ws) / "captions.jsonl", '{"file": "00.png", "caption": "caf\xe9"}\n'.encode("latin-1"))
+
+
+@setup
+def style_caption_txt_latin1(ws: Workspace) -> None:
+    """[styles.mine] whose folder holds two PNGs and a Latin-1 00.txt caption"""
+    _write(_style_folder(ws) / "00.txt", "caf\xe9\n".encode("latin-1"))
+
+
+@setup
+def style_fifo_reference(ws: Workspace) -> None:
+    """[styles.mine] whose folder holds two PNGs and a FIFO named zz.png"""
+    os.mkfifo(_style_folder(ws) / "zz.png")
+
+
+@setup
+def style_reference_dev_zero(ws: Workspace) -> None:
+    """[styles.mine] whose folder holds two PNGs and zz.png, a link to /dev/zero"""
+    (_style_folder(ws) / "zz.png").symlink_to("/dev/zero")
+
+
 # -- model folders (built from the shared tiny models) ------------------------------------------------------------
 def _tiny(ws: Workspace, kind: str) -> Path:
     from rpo_bench.models.tiny import ensure_tiny_model
@@ -501,6 +565,22 @@ def trained_run_cut_checkpoint(ws: Workspace) -> None:
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
 
 
+# E9: training
+@setup
+def trained_run_state_step_negative(ws: Workspace) -> None:
+    """run/ as above, its checkpoints/step-2/trainer_state.json edited to say step -2"""
+    trained_run(ws)
+    state = ws.tmp / "run" / "checkpoints" / "step-2" / "trainer_state.json"
+    state.write_text(state.read_text(encoding="utf-8").replace('"step": 2', '"step": -2'), encoding="utf-8")
+
+
+@setup
+def trained_run_state_of_another_step(ws: Workspace) -> None:
+    """run/ as above, with checkpoints/step-3: a copy of step-1, whose state says step 1"""
+    trained_run(ws)
+    shutil.copytree(ws.tmp / "run" / "checkpoints" / "step-1", ws.tmp / "run" / "checkpoints" / "step-3")
+
+
 
 @setup
 def not_a_store(ws: Workspace) -> None:
@@ -514,16 +594,34 @@ def not_a_store(ws: Workspace) -> None:
 @setup
 def small_store(ws: Workspace) -> None:
     """`s.sqlite`, a results store with tiny-clip scores of tiny-sd15 and tiny-sd15-alt (rows written directly)"""
-    from rpo_bench.store import SCHEMA
+    from rpo_bench.store import SCHEMA, SCHEMA_VERSION
 
     with contextlib.closing(sqlite3.connect(ws.tmp / "s.sqlite")) as db:
         db.executescript(SCHEMA)
         db.execute("INSERT INTO runs VALUES ('run', 0, 0, '{}', '{}', NULL)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("INSERT INTO prompt_sets VALUES ('ps', 'smoke', 'smoke', 'fp', 1, 0)")
         for i, model in enumerate(("tiny-sd15", "tiny-sd15-alt")):
-            db.execute("INSERT INTO images VALUES (?, ?, 'f', 'tiny', 'p', '{}', 'float32', 'smoke', 0, '', 'cat', 0, "
-                       "'sha', 'run', 0)", (f"k{i}", model))
-            db.execute("INSERT INTO scores VALUES (?, 'tiny-clip', '1', 0.5, ?, 'p', 'run', 0)", (f"k{i}", model))
+            db.execute("INSERT INTO images VALUES (?, 'f', 'tiny', 'p', '{}', 'float32', 'cat', 0, 'sha', 1, 1, 'run', "
+                       "0)", (f"k{i}",))
+            db.execute("INSERT INTO samples VALUES ('ps', ?, ?, 0, '', 'run', 0)", (model, f"k{i}"))
+            db.execute("INSERT INTO scores VALUES (?, 'tiny-clip', '1', 0.5, 'run', 0)", (f"k{i}",))
         db.commit()
+
+
+@setup
+def schema1_store(ws: Workspace) -> None:
+    """`old.sqlite`, a results store of the first schema (before E9), with one score"""
+    from tests.test_store_identity import SCHEMA_1
+
+    with contextlib.closing(sqlite3.connect(ws.tmp / "old.sqlite")) as db:
+        db.executescript(SCHEMA_1)
+        db.execute("INSERT INTO runs VALUES ('run', 0, 0, '{}', '{}', NULL)")
+        db.execute("INSERT INTO images VALUES ('k', 'm', 'f', 'tiny', 'p', '{}', 'float32', 'smoke', 0, '', 'cat', 0, "
+                   "'sha', 'run', 0)")
+        db.execute("INSERT INTO scores VALUES ('k', 'tiny-clip', '1', 0.5, 'm', 'p', 'run', 0)")
+        db.commit()
+
 
 # -- the cases ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -727,7 +825,8 @@ CASES: list[Case] = [
     C("registry-metric-without-target", "registry", "metrics show mine", "'mine'", "registry_metric_no_target"),
     C("registry-metric-bad-target", "registry", "metrics show mine", "nosuchmodule", "registry_metric_bad_target"),
     C("registry-invalid-toml", "registry", "models", "registry.toml", "registry_broken"),
-    C("registry-not-utf8", "registry", "models", "UTF-8", "registry_latin1"),
+    C("registry-not-utf8", "registry", "models", "registry.toml is not UTF-8 text: byte 0xe9 at offset 11",
+      "registry_latin1"),
     C("train-name-taken", "registry", "train --config {tmp}/train.toml --name taken --quiet", "'taken'",
       "train_config_taken_name"),
     # prompts
@@ -783,7 +882,8 @@ CASES: list[Case] = [
     # report reads the store only; --store=PATH keeps the file in the check that nothing was changed
     C("report-store-missing", "paths", "report --store={tmp}/none.sqlite", "does not exist"),
     C("report-store-is-text", "paths", "report --store={tmp}/notes.sqlite", "not an SQLite database", "not_a_store"),
-    C("report-store-other-sqlite", "paths", "report --store={tmp}/other.sqlite", "without the runs, images, scores",
+    C("report-store-other-sqlite", "paths", "report --store={tmp}/other.sqlite",
+      "without the runs, prompt_sets, images, samples, scores",
       "not_a_store"),
     C("report-unknown-baseline", "names", "report --store={tmp}/s.sqlite --baseline tiny-sd16",
       "one of tiny-sd15, tiny-sd15-alt", "small_store"),
@@ -854,6 +954,56 @@ CASES: list[Case] = [
       "score {tmp}/images --prompt cat --metrics hpsv2:{tmp}/nope.pt", "{tmp}/nope.pt", "images"),
     C("evaluate-model-path-is-a-file", "checkpoints", (*EVAL, "--models", "{tmp}/afile"), "{tmp}/afile", "a_file"),
     C("models-show-system-folder", "checkpoints", "models show /etc", "'/etc'"),
+    # E9: training
+    C("train-resume-state-step-negative", "checkpoints",
+      "train --config {tmp}/run/train.toml --resume --steps 3 --quiet", "trainer_state.json says step -2",
+      "trained_run_state_step_negative"),
+    C("train-resume-state-of-another-step", "checkpoints",
+      "train --config {tmp}/run/train.toml --resume --steps 4 --quiet", "says step 1, its folder step-3",
+      "trained_run_state_of_another_step"),
+    C("train-output-under-a-file", "paths", "train --config {tmp}/train.toml --output {tmp}/afile/out --quiet",
+      "{tmp}/afile is not a folder", "train_config,a_file"),
+    # E9: user files
+    C("train-config-yaml-not-utf8", "configs", "train --config {tmp}/latin1.yaml",
+      "latin1.yaml is not UTF-8 text: byte 0xe9 at offset 18 (line 2)", "config_latin1_yaml"),
+    C("registry-file-is-a-folder", "registry", "models", "registry.toml is a folder", "registry_folder"),
+    C("registry-style-folder-number", "registry", "styles show x", "registry.toml: [styles.x] folder = 5",
+      "registry_style_folder_number"),
+    C("leaderboard-demo-not-a-table", "configs", "leaderboard update mine --root {tmp}/lb", "demo = 5",
+      "leaderboard_demo_number"),
+    C("leaderboard-style-number", "configs", "leaderboard update mine --root {tmp}/lb", "[demo] style = 5",
+      "leaderboard_style_number"),
+    C("leaderboard-set-a-string", "configs", "leaderboard update mine --root {tmp}/lb", "[demo] set = 'lr=1e-4'",
+      "leaderboard_set_string"),
+    C("leaderboard-quick-a-string", "configs", "leaderboard update mine --root {tmp}/lb", "[demo] quick = 'false'",
+      "leaderboard_quick_string"),
+    C("leaderboard-train-seeds-list-bad-seed", "configs", "leaderboard update mine --root {tmp}/lb",
+      "[demo] train_seeds = [0, -1]: seed -1", "leaderboard_seeds_negative"),
+    C("leaderboard-another-leaderboard-broken", "configs", "leaderboard update good --root {tmp}/lb",
+      "mine/leaderboard.toml is not valid TOML", "leaderboard_broken"),
+    C("leaderboard-root-is-a-file", "paths", "leaderboard update micro --root {tmp}/afile", "afile is a file",
+      "a_file"),
+    C("styles-show-captions-not-utf8", "paths", "styles show mine",
+      "captions.jsonl is not UTF-8 text: byte 0xe9 at offset 34", "style_captions_latin1"),
+    C("styles-show-caption-txt-not-utf8", "paths", "styles show mine", "00.txt is not UTF-8 text: byte 0xe9 at "
+      "offset 3", "style_caption_txt_latin1"),
+    C("styles-show-fifo-reference", "paths", "styles show mine", "zz.png is a named pipe (FIFO)",
+      "style_fifo_reference"),
+    C("styles-show-reference-link-to-dev-zero", "paths", "styles show mine", "zz.png is a device",
+      "style_reference_dev_zero"),
+    # E9: hub (offline here: tests/test_hub_unreachable.py runs the same commands against a refusing port)
+    C("evaluate-hub-models-offline", "names", (*EVAL, "--models", "sd15-base,sd15-dpo"),
+      "`rpo-bench download sd15-base sd15-dpo`"),
+    C("evaluate-hub-scorer-and-prompts-offline", "names", (*EVAL, "--metrics", "hpsv2", "--prompts", "pickapic-val"),
+      "`rpo-bench download hpsv2 pickapic-val`"),
+    C("download-misspelt-style", "names", "download --dry-run vangog", "vangogh (style)"),
+    # E9: integrity (the results store's schema, labels)
+    C("report-store-of-the-first-schema", "paths", "report --store {tmp}/old.sqlite",
+      "rpo-bench store migrate {tmp}/old.sqlite", "schema1_store"),
+    C("store-migrate-missing-file", "paths", "store migrate {tmp}/none.sqlite", "does not exist"),
+    C("report-label-with-a-line-break", "names", ("report", "--store", "{tmp}/s.sqlite", "--label",
+                                                  "tiny-sd15-alt=alt\n## heading"), "single-line label",
+      "small_store"),
     # usage errors: the argument parser's own
     C("unknown-command", "usage", "evalute", "'evalute'", usage=True),
     C("unknown-option", "usage", "evaluate --no-such-flag", "--no-such-flag", usage=True),
@@ -941,6 +1091,7 @@ def run_case(case: Case | Accepted, ws: Workspace) -> Outcome:
     stores = _store_paths(argv)
     skip = {s.with_name(s.name + suffix) for s in stores for suffix in ("", "-wal", "-shm", "-journal")}
     before = _snapshot(ws.tmp, skip)
+    rows_before = {s: _store_rows(s) for s in stores}  # a store the case was given may hold rows already
     cwd = os.getcwd()
     os.chdir(ws.tmp)  # whatever a command writes to a relative path lands where the snapshot sees it
     out, err = io.StringIO(), io.StringIO()
@@ -964,7 +1115,8 @@ def run_case(case: Case | Accepted, ws: Workspace) -> Outcome:
     after = _snapshot(ws.tmp, skip)
     left = sorted(p for p in after if before.get(p) != after[p])
     left += [f"{p} (removed)" for p in sorted(set(before) - set(after))]  # nothing the user had may be lost
-    left += [f"{s.name}: {n} image/score rows" for s in stores if (n := _store_rows(s))]
+    left += [f"{s.name}: {n - rows_before[s]:+d} image/score rows" for s in stores
+             if (n := _store_rows(s)) != rows_before[s]]
     return Outcome(code, out.getvalue(), err.getvalue(), left)
 
 

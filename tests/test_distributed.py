@@ -20,7 +20,8 @@ ARGS = ["evaluate", "--models", "tiny-sd15,tiny-sdxl", "--prompts", "smoke", "--
 
 def _content(path):
     db = sqlite3.connect(path)
-    return (db.execute("SELECT image_key, model, prompt, seed, image_sha256 FROM images ORDER BY image_key").fetchall(),
+    return (db.execute("SELECT i.image_key, m.model, i.prompt, i.seed, i.image_sha256 FROM images i "
+                       "JOIN samples m USING (image_key) ORDER BY image_key").fetchall(),
             db.execute("SELECT image_key, metric, metric_version, value FROM scores ORDER BY image_key").fetchall())
 
 

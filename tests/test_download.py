@@ -116,6 +116,8 @@ def hub(tmp_path, monkeypatch, home):
     HF_HUB_OFFLINE once at import (tests/conftest.py imports it offline), so its constants are patched too."""
     from huggingface_hub import constants
 
+    from rpo_bench import hub_preflight
+
     server = FakeHub().start()
     server.add(FakeRepo("me/fake-sd", PIPELINE_WANTED | PIPELINE_UNWANTED))
     server.add(FakeRepo("me/fake-scorer", dict(SCORER_FILES)))
@@ -129,6 +131,7 @@ def hub(tmp_path, monkeypatch, home):
                         server.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_preflight, "_PROBED", {})  # a port refused in an earlier test may be this server's now
     yield server
     server.stop()
 
@@ -304,6 +307,40 @@ def test_a_split_prompt_set_is_fetched_by_the_existing_loader(hub, monkeypatch):
     assert prompts_module.cached_prompts_path("fake-split").is_file()
 
 
+def test_a_style_download_fetches_its_clip_and_keeps_its_references(hub, home, capsys):
+    """A Hub-dataset style: its CLIP's files come from the Hub; references already streamed are counted, not
+    fetched again (the datasets library's streaming needs the real Hub)."""
+    from rpo_bench.metrics.clip_score import HF_CLIP_FILES
+    from rpo_bench.styles import CAPTIONS_FILE, dataset_folder, get_style
+
+    hub.add(FakeRepo("me/fake-clip", {name: _blob(20 + i, 1_000) for i, name in enumerate(HF_CLIP_FILES)}))
+    (home / "registry.toml").write_text(REGISTRY + '\n[styles.fake-art]\ndataset = "me/fake-art"\nprompts = "smoke"\n'
+                                        'embedding = "me/fake-clip"\nreferences = 20\ncaption = "a painting"\n')
+    _reset_registries()
+    folder = dataset_folder(get_style("fake-art"))
+    folder.mkdir(parents=True)
+    _reference_images(folder, 20)
+
+    (result,) = download(["fake-art"], progress=False)
+    assert result.entry.kind == "styles" and result.references == (20, folder)
+    assert sorted(hub.downloaded_files()) == sorted(HF_CLIP_FILES)
+    assert all(cached("me/fake-clip", name) for name in HF_CLIP_FILES)
+    assert (folder / CAPTIONS_FILE).is_file()
+
+    code, out, _ = run_cli(capsys, "fake-art")
+    assert code == 0 and "fake-art: 20 reference images in" in " ".join(out.split())
+
+
+def _reference_images(folder: Path, count: int) -> None:
+    from PIL import Image
+
+    lines = []
+    for index in range(count):
+        Image.new("RGB", (16, 16), (index * 12, 80, 160)).save(folder / f"{index:05d}.png")
+        lines.append(json.dumps({"file": f"{index:05d}.png", "caption": "a painting"}) + "\n")
+    (folder / "captions.jsonl").write_text("".join(lines), encoding="utf-8")
+
+
 # -- offline ------------------------------------------------------------------------------------------------------
 def test_offline_download_needs_the_network_and_missing_files_name_the_command(home, monkeypatch):
     from rpo_bench.models.catalog import MODELS
@@ -322,6 +359,14 @@ def test_offline_download_needs_the_network_and_missing_files_name_the_command(h
     assert str(info.value) == expected
     with pytest.raises(MissingWeightsError, match="fetch it with `rpo-bench download fake-prompts`"):
         load_prompt_set("fake-prompts")
+
+
+def test_a_missing_name_in_two_registries_gets_a_download_command_with_its_kind(home):
+    from rpo_bench.hub_preflight import require_fetchable
+
+    with pytest.raises(MissingWeightsError) as info:
+        require_fetchable(models=["smoke", "fake-sd"])  # smoke: a user model named like the built-in prompt set
+    assert "`rpo-bench download fake-sd` and `rpo-bench download --kind models smoke`" in str(info.value)
 
 
 # -- the command ----------------------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ def test_new_store_reuses_the_image_cache(tmp_path):
 def test_every_score_row_records_model_and_protocol_fingerprint(tmp_path):
     evaluate(_config(tmp_path, models=("tiny-sd15",)))
     db = sqlite3.connect(tmp_path / "results.sqlite")
-    rows = db.execute("SELECT s.protocol_fingerprint, i.protocol_fingerprint, i.protocol_settings, s.model "
-                      "FROM scores s JOIN images i USING (image_key)").fetchall()
-    assert rows and all(a == b and '"steps": 10' in settings and model == "tiny-sd15" for a, b, settings, model in rows)
+    rows = db.execute("SELECT i.protocol_fingerprint, i.protocol_settings, m.model FROM scores s "
+                      "JOIN images i USING (image_key) JOIN samples m USING (image_key)").fetchall()
+    assert rows and all('"steps": 10' in settings and model == "tiny-sd15" for _fp, settings, model in rows)
     run = db.execute("SELECT config, versions, git_commit FROM runs").fetchone()
     assert '"seeds": [0]' in run[0] and '"torch"' in run[1]
 
@@ -62,8 +62,8 @@ def test_parse_seeds_accepts_lists_and_ranges():
 
 def _store_content(path: Path):
     db = sqlite3.connect(path)
-    images = db.execute("SELECT image_key, model, model_fingerprint, protocol_fingerprint, prompt, seed, "
-                        "image_sha256 FROM images ORDER BY image_key").fetchall()
+    images = db.execute("SELECT i.image_key, m.model, i.model_fingerprint, i.protocol_fingerprint, i.prompt, i.seed, "
+                        "i.image_sha256 FROM images i JOIN samples m USING (image_key) ORDER BY image_key").fetchall()
     scores = db.execute("SELECT image_key, metric, metric_version, value FROM scores "
                         "ORDER BY image_key, metric").fetchall()
     return images, scores

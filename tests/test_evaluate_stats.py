@@ -81,8 +81,8 @@ def world(built, monkeypatch) -> World:
 def _store_tables(store: Path, metric: str = "tiny-clip") -> dict[str, dict[tuple[int, int], float]]:
     """{model: {(prompt index, seed): value}} straight from the store's rows, not through rpo_bench."""
     rows = sqlite3.connect(store).execute(
-        "SELECT i.model, i.prompt_index, i.seed, s.value FROM scores s JOIN images i USING (image_key) "
-        "WHERE s.metric = ? ORDER BY i.model, i.prompt_index, i.seed", (metric,)).fetchall()
+        "SELECT model, prompt_index, seed, value FROM scored_samples WHERE metric = ? "
+        "ORDER BY model, prompt_index, seed", (metric,)).fetchall()
     tables: dict[str, dict[tuple[int, int], float]] = {}
     for model, prompt, seed, value in rows:
         tables.setdefault(model, {})[(prompt, seed)] = value

@@ -176,8 +176,9 @@ def _store_rows(path: Path) -> tuple[list, list]:
     """Everything a result depends on; not the timestamps or run bookkeeping."""
     db = sqlite3.connect(path)
     try:
-        images = db.execute("SELECT image_key, model, model_fingerprint, protocol_fingerprint, dtype, prompt, seed, "
-                            "image_sha256 FROM images ORDER BY image_key").fetchall()
+        images = db.execute("SELECT i.image_key, m.model, i.model_fingerprint, i.protocol_fingerprint, i.dtype, "
+                            "i.prompt, i.seed, i.image_sha256 FROM images i JOIN samples m USING (image_key) "
+                            "ORDER BY image_key").fetchall()
         scores = db.execute("SELECT image_key, metric, metric_version, value FROM scores "
                             "ORDER BY image_key, metric").fetchall()
     finally:
@@ -375,7 +376,103 @@ def test_train_killed_before_its_first_checkpoint_resumes_without_duplicate_log_
     _assert_train_equal(folder, train_reference)
 
 
-# -- the embedding cache ---------------------------------------------------------------------------------------------
+# -- train: one writer at a time, and a write that fails (a full disk) is one line that loses nothing (E9) -----------
+def _dpo_argv(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--model", "tiny-sd15", "--data", str(data), "--output", str(out), "--method", "dpo", "--steps",
+            str(steps), "--pairs-per-device", "3", "--lr", "1e-3", "--lora-rank", "4", "--beta", "500", "--device",
+            "cpu", "--checkpoint-every", "1", "--log-every", "0", "--quiet", *extra]
+
+
+def _with_file_size_limit(limit: int, call: Callable[[], int]) -> Callable[[], int]:
+    """The child's writes beyond `limit` bytes fail with EFBIG, as writes on a full disk fail with ENOSPC (Python
+    ignores SIGXFSZ): a real failed write, as root too, with no file system to fill."""
+    def limited() -> int:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        return call()
+
+    return limited
+
+
+def _one_error(child: Child) -> str:
+    text = _log_has_no_traceback(child)
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    return lines[0]
+
+
+def _run_files(out: Path) -> dict[str, bytes]:
+    """Every file of a training output but its lock (which holds the pid of the last run)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != ".rpo-bench.lock"}
+
+
+def test_two_trains_into_one_output_at_once_one_finishes_and_the_other_is_refused_in_one_line(world, session_home,
+                                                                                           pairs_reference):
+    home = private_home(world, session_home, "train-twice")
+    out = world / "train-twice" / "out"
+    argv = _dpo_argv(pairs_reference.folder / "pairs", out, TRAIN_STEPS)
+    children = [Child(cli(home, argv), world / "train-twice" / f"run{i}.log") for i in range(2)]
+    codes = [child.wait(300) for child in children]
+    assert sorted(codes) == [0, 2], [child.output() for child in children]
+    winner, loser = children[codes.index(0)], children[codes.index(2)]
+    _log_has_no_traceback(winner)
+    line = _one_error(loser)
+    # Refused by the lock while the winner trains; or, had the winner finished before the loser got that far, by
+    # the finished run it left.
+    assert (f"the training output {out} is in use by process {winner.pid}, which is writing into it" in line
+            or f"--output {out} already holds a run; pass --resume" in line), line
+    assert [record["step"] for record in _train_log(out.parent)] == list(range(1, TRAIN_STEPS + 1))
+    assert json.loads((out / "rpo_bench.json").read_text(encoding="utf-8"))["steps_done"] == TRAIN_STEPS
+    assert _checkpoint_steps(out.parent) == [TRAIN_STEPS - 1, TRAIN_STEPS]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".rpo-bench.lock"]
+
+
+def test_train_whose_optimizer_write_fails_names_the_folder_and_the_last_good_checkpoint_and_resumes(
+        world, session_home, pairs_reference):
+    case = world / "train-optimizer-write-fails"
+    home = private_home(world, session_home, case.name)
+    out, data = case / "out", pairs_reference.folder / "pairs"
+    run_to_end(cli(home, _dpo_argv(data, out, 2)), case / "first.log")
+    step_2 = out / "checkpoints" / "step-2"
+    weights, optimizer = ((step_2 / name).stat().st_size for name in ("trainable.safetensors", "optimizer.pt"))
+    assert weights < optimizer
+    kept = _run_files(out / "checkpoints")
+    failed = Child(_with_file_size_limit((weights + optimizer) // 2, cli(home, _dpo_argv(data, out, 4, "--resume"))),
+                   case / "failed.log")
+    assert failed.wait(120) == 2, failed.output()
+    assert _one_error(failed) == (f"error: cannot write checkpoint {out / 'checkpoints' / 'step-3'} (optimizer.pt): "
+                                  f"File too large; the last good checkpoint is {step_2}. Free space (or make the "
+                                  "folder writable), then run the same command with --resume")
+    assert _run_files(out / "checkpoints") == kept  # no half of step-3, no temp folder, step-1 and step-2 untouched
+    assert sorted(os.listdir(out / "checkpoints")) == ["step-1", "step-2"]
+    resumed = run_to_end(cli(home, _dpo_argv(data, out, 4, "--resume")), case / "resumed.log")
+    assert "resumed at step 2" in resumed.output()
+    clean = world / "train-optimizer-write-clean"
+    run_to_end(cli(home, _dpo_argv(data, clean / "out", 4)), world / "train-optimizer-write-clean.log")
+    assert _train_log(case) == _train_log(clean)  # the same steps, each logged once
+    from safetensors.torch import load_file
+
+    found, expected = (load_file(folder / "out" / "pytorch_lora_weights.safetensors") for folder in (case, clean))
+    assert found.keys() == expected.keys() and all(torch.equal(found[k], expected[k]) for k in expected)
+
+
+def test_a_failed_write_of_the_final_weights_leaves_the_previous_weights_whole(world, session_home, pairs_reference):
+    case = world / "train-final-write-fails"
+    home = private_home(world, session_home, case.name)
+    out = case / "out"
+    argv = _dpo_argv(pairs_reference.folder / "pairs", out, 2)
+    run_to_end(cli(home, argv), case / "first.log")
+    before = _run_files(out)
+    limit = (out / "pytorch_lora_weights.safetensors").stat().st_size // 2
+    # --resume of a finished run writes nothing but the final output again: its weights are the first write to fail
+    failed = Child(_with_file_size_limit(limit, cli(home, [*argv, "--resume"])), case / "failed.log")
+    assert failed.wait(120) == 2, failed.output()
+    line = _one_error(failed)
+    assert line.startswith(f"error: cannot write {out}: File too large; the last good checkpoint is "
+                           f"{out / 'checkpoints' / 'step-2'}"), line
+    assert _run_files(out) == before  # every file whole: the old weights, record and card, no staged leftovers
 def _embeddings_call(data) -> Callable[[Path, Path, int], Callable[[], int]]:
     def make(home: Path, folder: Path, attempt: int) -> Callable[[], int]:
         def call() -> int:
@@ -613,3 +710,67 @@ def test_download_killed_at_seeded_points_continues_to_the_same_files(world, ses
 
     kill_resume_and_check(world, session_home, "download", seed, _download_call(slow_hub), _download_progress,
                           download_reference.timing, check)
+
+
+# -- E9: a kill or a full disk at any write leaves the old file or the new one, never a torn or empty one --------
+def _die_writing(call: Callable[[], int | None], name: str, log: Path) -> int:
+    from tests.fault_harness import die_while_writing
+
+    return die_while_writing(call, name, log, timeout=300)
+
+
+def test_a_kill_while_rewriting_the_project_readme_leaves_it_whole_and_a_rerun_updates_it(tmp_path):
+    from rpo_bench.leaderboard import update_readme_block
+
+    readme = tmp_path / "README.md"
+    original = "# project\n\nprose before\n<!-- leaderboard:micro -->\n| old |\n<!-- /leaderboard:micro -->\nafter\n"
+    readme.write_text(original, encoding="utf-8")
+    code = _die_writing(lambda: update_readme_block(readme, "micro", ["| new |"]) and None, "README.md",
+                        tmp_path / "child.log")
+    assert code == -signal.SIGXFSZ  # it did die mid-write
+    assert readme.read_text(encoding="utf-8") == original  # not 0 bytes: prose and markers intact
+    assert update_readme_block(readme, "micro", ["| new |"])  # so the rerun finds its markers
+    assert readme.read_text(encoding="utf-8") == original.replace("| old |", "| new |")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "child.log"]  # the killed temp file is gone
+
+
+@pytest.fixture
+def small_store(tmp_path):
+    from rpo_bench.evaluate import EvaluateConfig, evaluate
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    evaluate(EvaluateConfig(models=("tiny-sd15", "tiny-sd15-alt"), prompts=str(prompts), metrics=("tiny-clip",),
+                            seeds=(0,), protocol="tiny", store=tmp_path / "r.sqlite", image_cache=tmp_path / "images",
+                            show_progress=False))
+    return tmp_path / "r.sqlite"
+
+
+def test_a_kill_while_writing_report_out_leaves_the_old_report(small_store, tmp_path):
+    from rpo_bench.cli import main
+
+    out = tmp_path / "report.md"
+    assert main(["report", "--store", str(small_store), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    code = _die_writing(lambda: main(["report", "--store", str(small_store), "--out", str(out), "--baseline",
+                                      "tiny-sd15-alt"]), "report.md", tmp_path / "child.log")
+    assert code == -signal.SIGXFSZ
+    assert out.read_bytes() == before
+
+
+def test_report_out_on_a_full_disk_is_one_line_and_keeps_the_old_report(small_store, tmp_path):
+    """The disk fills up as the report is written: one line naming the file, and the old report stays whole."""
+    from rpo_bench.cli import main
+    from tests.fault_harness import die_while_writing
+
+    out = tmp_path / "report.md"
+    assert main(["report", "--store", str(small_store), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1024  # more than the disk will take
+    out.write_text("the old report\n", encoding="utf-8")
+    log = tmp_path / "child.log"
+    code = die_while_writing(lambda: main(["report", "--store", str(small_store), "--out", str(out)]), "report.md",
+                             log, kill=False)
+    assert code == 2
+    lines = [line for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write the report {out}: File too large")
+    assert out.read_text(encoding="utf-8") == "the old report\n"

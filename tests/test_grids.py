@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from rpo_bench.grids import (
 )
 from rpo_bench.image_cache import ImageCache
 from rpo_bench.micro.scenes import STYLES
-from rpo_bench.store import IMAGE_COLUMNS, ResultsStore
+from rpo_bench.store import IMAGE_COLUMNS, SAMPLE_COLUMNS, ResultsStore
 
 
 def _checker(colour_a, colour_b, size: int = 32) -> Image.Image:
@@ -103,11 +104,14 @@ def _store_image(store: ResultsStore, cache: ImageCache, model: str, protocol: s
     """An images row as evaluate writes it, with its PNG in the cache."""
     key = hashlib.sha256(json.dumps([model, protocol, prompt, seed, colour]).encode()).hexdigest()
     sha = cache.put(key, Image.new("RGB", (32, 32), colour))
-    row = {c: "" for c in IMAGE_COLUMNS} | {"image_key": key, "model": model, "protocol": protocol, "prompt": prompt,
-                                             "seed": seed, "image_sha256": sha, "prompt_index": 0}
-    store.add_images([row])
+    row = {c: "" for c in IMAGE_COLUMNS} | {"image_key": key, "protocol": protocol, "prompt": prompt, "seed": seed,
+                                             "image_sha256": sha}
+    sample = {c: "" for c in SAMPLE_COLUMNS} | {"prompt_set_id": "p", "model": model, "image_key": key,
+                                                "prompt_index": 0}
+    store.add_images([row], [sample])
     if created is not None:
-        store.query("UPDATE images SET created_at = ? WHERE image_key = ?", (created, key))
+        with store.transaction() as db:
+            db.execute("UPDATE images SET created_at = ? WHERE image_key = ?", (created, key))
 
 
 @pytest.fixture
@@ -175,7 +179,9 @@ def test_grid_of_a_real_evaluate_run(tmp_path):
     store = ResultsStore(tmp_path / "r.sqlite")
     try:
         for row, cell in enumerate(cells):
-            (sha,), = store.query("SELECT image_sha256 FROM images WHERE prompt_index = ? AND seed = 3", (row,))
+            (sha,), = sqlite3.connect(tmp_path / "r.sqlite").execute(
+                "SELECT i.image_sha256 FROM samples m JOIN images i USING (image_key) WHERE m.prompt_index = ? AND "
+                "i.seed = 3", (row,)).fetchall()
             expected = np.asarray(cache.read(sha).resize((96, 96), Image.Resampling.NEAREST))
             assert (cell == expected).all()
     finally:

@@ -41,8 +41,8 @@ def test_compare_trains_each_method_and_reports_paired_numbers(preference_folder
     # a method's scores are the mean of its runs', compared with the base sample by sample: recompute that from
     # the store's rows, independently of compare's own bookkeeping
     with sqlite3.connect(config.out / "results.sqlite") as db:
-        stored = db.execute("SELECT i.model, i.prompt, i.seed, s.value FROM scores s JOIN images i USING (image_key) "
-                            "WHERE s.metric = 'micro-oracle'").fetchall()
+        stored = db.execute("SELECT model, prompt, seed, value FROM scored_samples "
+                            "WHERE metric = 'micro-oracle'").fetchall()
     unseen = {json.loads(line)["prompt"] for line in few_micro_prompts.read_text().splitlines()
               if json.loads(line)["category"] == "unseen"}
     table: dict[str, dict] = {}
@@ -105,3 +105,26 @@ def test_style_compare_judges_style_beside_content_and_probe(tmp_path, monkeypat
     assert record["probe_ceiling"] is None  # two prompts: too few to hold prompts out in five folds
     assert json.loads((config.out / "sft-seed0" / "rpo_bench.json").read_text())["style"]["name"] == "mini-sketch"
     assert (config.out / "grid.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_micro_compare_set_lr_after_a_run_at_another_lr_never_reuses_it(preference_folder,  # noqa: F811
+                                                                        few_micro_prompts, tmp_path, capsys):
+    """A finished run is reused only when its recorded settings are the ones asked for: `--set lr=0.5` over runs
+    trained at lr 1e-3 is refused in one line naming the setting, and nothing of the old runs is touched."""
+    out = tmp_path / "cmp"
+    args = ["micro", "compare", "--out", str(out), "--preset", "", "--methods", "sft", "--train-seeds", "0",
+            "--eval-seeds", "0", "--prompts", str(few_micro_prompts), "--set", f"data={preference_folder}",
+            "--set", "model=micro-base", "--set", "steps=2", "--set", "pairs_per_device=2", "--set", "heldout_pairs=0",
+            "--set", "log_every=0"]
+    assert main([*args, "--set", "lr=1e-3"]) == 0
+    record = (out / "sft-seed0" / "rpo_bench.json").read_bytes()
+    comparison = (out / "comparison.json").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--set", "lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lr: 0.001 then, 0.5 now" in err and "another --out" in err
+    assert (out / "sft-seed0" / "rpo_bench.json").read_bytes() == record  # not retrained over
+    assert (out / "comparison.json").read_bytes() == comparison  # and no comparison claims lr 0.5
+    assert main([*args, "--set", "lr=1e-3"]) == 0  # the same settings still reuse the run
+    assert (out / "sft-seed0" / "rpo_bench.json").read_bytes() == record

@@ -74,3 +74,50 @@ def test_entry_points_register_plugins(tmp_path, monkeypatch):
     assert registry.get("plugged") is os.path.basename
     assert "entry point" in registry.entry("plugged").source
     assert str(tmp_path) in sys.path
+
+
+# -- E9: registry.toml read through the one reader of user files -------------------------------------------------------
+def test_registry_toml_not_utf8_names_file_and_byte_offset(rpo_home):
+    (rpo_home / "registry.toml").write_bytes('[things.caf\xe9]\nvalue = 1\n'.encode("latin-1"))
+    registry = Registry("things", from_table=lambda name, table: table)
+    try:
+        with pytest.raises(BadInputError) as caught:
+            registry.names()
+    finally:
+        (rpo_home / "registry.toml").unlink()
+    assert str(caught.value) == (f"registry file {rpo_home / 'registry.toml'} is not UTF-8 text: byte 0xe9 at offset "
+                                 "11 (line 1); accepted: UTF-8 text (save the file as UTF-8)")
+
+
+def test_registry_toml_that_is_a_folder_is_refused_not_skipped(rpo_home):
+    (rpo_home / "registry.toml").mkdir()
+    registry = Registry("things", from_table=lambda name, table: table)
+    try:
+        with pytest.raises(BadInputError, match="registry.toml is a folder; accepted: a regular file"):
+            registry.names()
+    finally:
+        (rpo_home / "registry.toml").rmdir()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[things.mine]\nvalue = \"3\"\n", "registry.toml: [things.mine] value = '3': accepted: an integer"),
+    ("[things.mine]\nvalu = 3\n", "registry.toml: things 'mine': unknown key(s) valu; accepted: value"),
+    ("things = 3\n", "registry.toml: things = 3: accepted: tables [things.NAME]"),
+    ("[things.mine\n", "registry.toml is not valid TOML: Expected ']'"),
+])
+def test_registry_toml_wrong_value_types_name_file_and_key(rpo_home, text, fragment):
+    from rpo_bench.registry import INTEGER, check_table_keys, check_table_values
+
+    def from_table(name, table):
+        check_table_keys("things", name, table, {"value"})
+        check_table_values("things", name, table, {"value": INTEGER})
+        return table["value"]
+
+    (rpo_home / "registry.toml").write_text(text, encoding="utf-8")
+    registry = Registry("things", from_table=from_table)
+    try:
+        with pytest.raises(BadInputError) as caught:
+            registry.names()
+    finally:
+        (rpo_home / "registry.toml").unlink()
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)

@@ -37,7 +37,7 @@ def store(tmp_path_factory, session_home) -> Path:
     db = sqlite3.connect(path)
     rows = db.execute("SELECT s.image_key, s.value, s.run_id FROM scores s JOIN images i USING (image_key) "
                       "WHERE i.protocol = 'tiny'").fetchall()
-    db.execute("DELETE FROM scores WHERE image_key IN (SELECT image_key FROM images WHERE protocol = 'tiny' "
+    db.execute("DELETE FROM scores WHERE image_key IN (SELECT image_key FROM scored_samples WHERE protocol = 'tiny' "
                "AND model = 'tiny-sd15' AND prompt_index = 0)")
     db.commit()
     db.close()
@@ -144,7 +144,8 @@ def test_published_numbers_are_reported_rows_apart_from_measured_ones(store, tmp
     table of their own: never ranked with, or compared to, the measured models."""
     copy = _copy_store(store, tmp_path)
     with sqlite3.connect(copy) as db:
-        db.execute("UPDATE images SET prompt_set = 'pickapic-val', protocol = 'spo-ddim20' WHERE protocol = 'tiny'")
+        db.execute("UPDATE prompt_sets SET name = 'pickapic-val'")
+        db.execute("UPDATE images SET protocol = 'spo-ddim20' WHERE protocol = 'tiny'")
         db.execute("UPDATE scores SET metric = 'hpsv2' WHERE metric = 'tiny-clip'")
     text = report_markdown(copy, baseline="tiny-sd15")
     measured = next(s for s in _sections(text) if "protocol spo-ddim20" in s)
@@ -162,9 +163,8 @@ def test_published_numbers_are_reported_rows_apart_from_measured_ones(store, tmp
 def test_style_section_pairs_style_gained_with_content_kept(store, tmp_path):
     copy = _copy_store(store, tmp_path)
     with sqlite3.connect(copy) as db:  # a style metric beside the content metric, on the same images
-        db.execute("INSERT INTO scores SELECT image_key, 'style-prob:demo', metric_version, 0.5 * value, model, "
-                   "protocol_fingerprint, run_id, created_at FROM scores WHERE metric = 'tiny-clip' "
-                   "AND metric_version != ?", (OTHER_VERSION,))
+        db.execute("INSERT INTO scores SELECT image_key, 'style-prob:demo', metric_version, 0.5 * value, run_id, "
+                   "created_at FROM scores WHERE metric = 'tiny-clip' AND metric_version != ?", (OTHER_VERSION,))
     from rpo_bench.report import build_report
     from rpo_bench.report_style import style_comparisons, style_plot_png
 

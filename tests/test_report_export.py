@@ -38,7 +38,7 @@ def store(tmp_path_factory, session_home) -> Path:
         evaluate(EvaluateConfig(models=MODELS, prompts=str(prompts), metrics=("tiny-clip",), seeds=(0, 1),
                                 protocol="tiny", store=path, image_cache=root / "images", show_progress=False))
     with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM scores WHERE image_key IN (SELECT image_key FROM images WHERE model = ? "
+        db.execute("DELETE FROM scores WHERE image_key IN (SELECT image_key FROM scored_samples WHERE model = ? "
                    "AND prompt_index = 0 AND seed = 0)", (BASELINE,))
     db.close()
     return path
@@ -106,8 +106,8 @@ def test_samples_are_the_stores_rows(report, store):
     with sqlite3.connect(store) as db:
         stored = {(key, metric, version): (value, model, prompt, seed, sha, category)
                   for key, metric, version, value, model, prompt, seed, sha, category in db.execute(
-                      "SELECT s.image_key, s.metric, s.metric_version, s.value, i.model, i.prompt, i.seed, "
-                      "i.image_sha256, i.category FROM scores s JOIN images i USING (image_key)")}
+                      "SELECT image_key, metric, metric_version, value, model, prompt, seed, image_sha256, category "
+                      "FROM scored_samples")}
     db.close()
     for key, section in zip(section_keys(report), report.sections, strict=True):
         samples = exported["samples"][key]
@@ -166,8 +166,7 @@ def test_a_model_name_with_a_comma_survives_the_csv(store, tmp_path):
     copy = tmp_path / "copy.sqlite"
     with sqlite3.connect(store) as source, sqlite3.connect(copy) as target:
         source.backup(target)
-        for table in ("images", "scores"):
-            target.execute(f"UPDATE {table} SET model = ? WHERE model = 'tiny-sd15-alt'", (COMMA_MODEL,))
+        target.execute("UPDATE samples SET model = ? WHERE model = 'tiny-sd15-alt'", (COMMA_MODEL,))
     source.close()
     target.close()
     renamed = build_report(copy, baseline=BASELINE, by="category")

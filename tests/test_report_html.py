@@ -43,8 +43,7 @@ def store(tmp_path_factory, session_home) -> tuple[Path, Path]:
         evaluate(EvaluateConfig(models=MODELS, prompts=str(prompts), metrics=("tiny-clip",), seeds=(0, 1),
                                 protocol="tiny", store=path, image_cache=cache, show_progress=False))
     db = sqlite3.connect(path)
-    for table in ("images", "scores"):
-        db.execute(f"UPDATE {table} SET model = ? WHERE model = ?", (EVIL, MODELS[1]))
+    db.execute("UPDATE samples SET model = ? WHERE model = ?", (EVIL, MODELS[1]))
     db.commit()
     db.close()
     return path, cache
@@ -97,14 +96,15 @@ def _parse(text: str) -> _Page:
 
 
 def _markdown_tables(text: str) -> list[list[list[str]]]:
-    """Every markdown table as rows of cells, header included, the |:---| line left out."""
+    """Every markdown table as rows of cells as a renderer shows them (HTML entities decoded), header included, the
+    |:---| line left out."""
     tables: list[list[list[str]]] = []
     previous = ""
     for line in text.splitlines():
         if line.startswith("| "):
             if not previous.startswith("|"):
                 tables.append([])
-            tables[-1].append([c.strip() for c in line.strip().strip("|").split(" | ")])
+            tables[-1].append([html.unescape(c.strip()) for c in line.strip().strip("|").split(" | ")])
         previous = line
     return tables
 

@@ -127,3 +127,88 @@ def test_refusals_name_the_problem(own_home, tmp_path):
 def test_bad_style_tables(table, fragment):
     with pytest.raises(BadInputError, match=fragment):
         style_from_table("mine", table, source="user")
+
+
+# -- E9: a style folder's files read through the one reader of user files ---------------------------------------------
+def _mine(own_home, folder: Path) -> None:
+    _user_style(own_home, f'[styles.mine]\nfolder = "{folder}"\nprompts = "smoke"\n')
+
+
+def test_latin1_captions_jsonl_is_one_line_naming_file_and_offset(own_home, tmp_path):
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    (folder / "captions.jsonl").write_bytes('{"file": "00.png", "caption": "caf\xe9"}\n'.encode("latin-1"))
+    _mine(own_home, folder)
+    with pytest.raises(BadInputError) as caught:
+        reference_images(get_style("mine"))
+    assert str(caught.value).startswith(f"captions file {folder / 'captions.jsonl'} is not UTF-8 text: byte 0xe9 at "
+                                        "offset 34 (line 1)")
+
+
+def test_latin1_name_txt_caption_is_one_line_naming_file_and_offset(own_home, tmp_path):
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    (folder / "01.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    _mine(own_home, folder)
+    with pytest.raises(BadInputError, match=r"caption file .*01.txt is not UTF-8 text: byte 0xe9 at offset 3"):
+        reference_images(get_style("mine"))
+
+
+def test_captions_with_a_number_for_a_caption_name_the_line(own_home, tmp_path):
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    (folder / "captions.jsonl").write_text('{"file": "00.png", "caption": "a"}\n{"file": "01.png", "caption": 5}\n',
+                                           encoding="utf-8")
+    _mine(own_home, folder)
+    with pytest.raises(BadInputError, match=r"captions.jsonl line 2: .*accepted: one \{\"file\""):
+        reference_images(get_style("mine"))
+
+
+def test_fifo_in_reference_folder_is_refused_without_opening_it(own_home, tmp_path):
+    import os
+    import threading
+
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    os.mkfifo(folder / "zz.png")
+    _mine(own_home, folder)
+
+    def unblock():  # a reader that opened the FIFO would wait forever: let it read nothing and fail the test
+        try:
+            os.close(os.open(folder / "zz.png", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    timer = threading.Timer(30, unblock)
+    timer.daemon = True
+    timer.start()
+    try:
+        with pytest.raises(BadInputError, match=r"reference image .*zz.png is a named pipe \(FIFO\); accepted: a "
+                                                r"regular file"):
+            reference_images(get_style("mine"))
+    finally:
+        timer.cancel()
+
+
+def test_symlink_to_dev_zero_in_reference_folder_is_refused(own_home, tmp_path):
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    (folder / "zz.png").symlink_to("/dev/zero")
+    _mine(own_home, folder)
+    with pytest.raises(BadInputError, match=r"zz.png is a device; accepted: a regular file \(or a link to one\)"):
+        reference_images(get_style("mine"))
+
+
+def test_oversized_reference_image_is_refused_naming_the_cap(own_home, tmp_path):
+    from rpo_bench.styles import MAX_REFERENCE_BYTES
+
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    with open(folder / "zz.png", "wb") as handle:  # sparse: nothing is written to disk
+        handle.truncate(MAX_REFERENCE_BYTES + 1)
+    _mine(own_home, folder)
+    with pytest.raises(BadInputError, match=f"zz.png is .* bytes; accepted: at most {MAX_REFERENCE_BYTES // 2**20} "
+                                            "MiB per file"):
+        reference_images(get_style("mine"))
+
+
+def test_symlinked_reference_image_is_read(own_home, tmp_path):
+    folder = _folder(tmp_path / "refs", MIN_REFERENCES)
+    (folder / "zz.png").symlink_to(folder / "00.png")
+    _mine(own_home, folder)
+    references = reference_images(get_style("mine"))
+    assert len(references) == MIN_REFERENCES + 1 and references[-1].sha256 == references[0].sha256

@@ -8,6 +8,9 @@ import os
 import pickle
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -349,3 +352,164 @@ def test_micro_build_that_rebuilds_nothing_leaves_build_json_alone(tmp_path):
     report = build_micro(tmp_path, seed=5, clip_steps=7, show_progress=False)
     assert (tmp_path / "build.json").read_text() == recorded
     assert report["settings"] == {"seed": 0, "clip_steps": 1500}  # what the files were built with
+
+
+# -- 11. resume checks the state it reads; the output is writable, and has one writer (E9) ---------------------------
+def _resume_argv(data, output, steps: int) -> list[str]:
+    """A resume of `finished_run` with its own settings: nothing but the edited state could refuse it."""
+    return _train_argv(data, output, "--pairs-per-device", "3", "--checkpoint-every", "1", "--steps", str(steps),
+                       "--resume")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_edited_trainer_state_with_step_minus_2_is_refused_not_resumed_at_step_minus_2(
+        preference_folder, finished_run, tmp_path, capsys):  # noqa: F811
+    output = _copy_run(finished_run, tmp_path)
+    state_file = output / "checkpoints" / "step-2" / STATE_FILE
+    state_file.write_text(state_file.read_text().replace('"step": 2', '"step": -2'))
+    before = _files(output)
+    assert main(_resume_argv(preference_folder, output, 3)) == 2
+    line = _one_error_line(capsys)
+    assert f"checkpoint {output / 'checkpoints' / 'step-2'}: {STATE_FILE} says step -2; accepted: a step >= 0" in line
+    assert _files(output) == before  # no checkpoints/step--1, no log line, nothing rewritten
+
+
+def test_a_step_3_folder_whose_state_says_step_1_is_refused_not_resumed_silently(
+        preference_folder, finished_run, tmp_path, capsys):  # noqa: F811
+    output = _copy_run(finished_run, tmp_path)
+    shutil.copytree(output / "checkpoints" / "step-1", output / "checkpoints" / "step-3")
+    before = _files(output)
+    assert main(_resume_argv(preference_folder, output, 4)) == 2
+    line = _one_error_line(capsys)
+    assert f"checkpoint {output / 'checkpoints' / 'step-3'}: {STATE_FILE} says step 1, its folder step-3" in line
+    assert _files(output) == before
+
+
+def test_a_state_whose_schedule_disagrees_with_its_step_is_refused(preference_folder, finished_run, tmp_path,  # noqa: F811
+                                                                   capsys):
+    output = _copy_run(finished_run, tmp_path)
+    for step in (1, 2):  # both folders renamed one step on, their states edited to match: the schedule still says
+        folder = output / "checkpoints" / f"step-{step}"
+        state = json.loads((folder / STATE_FILE).read_text())
+        (folder / STATE_FILE).write_text(json.dumps({**state, "step": step + 2}))
+        folder.rename(output / "checkpoints" / f"step-{step + 2}")
+    assert main(_resume_argv(preference_folder, output, 5)) == 2
+    assert "says step 4, its learning-rate schedule step 2" in _one_error_line(capsys)
+
+
+def _unwritable_output(tmp_path: Path) -> Path:
+    """A folder this process may not create: under a read-only folder, or as root (whom permissions do not stop)
+    in /sys, where creating a folder fails for everyone."""
+    if os.geteuid() != 0:
+        parent = tmp_path / "read-only"
+        parent.mkdir()
+        parent.chmod(0o555)
+        return parent / "out"
+    output = Path("/sys/rpo-bench-test-output")
+    try:
+        output.mkdir()
+    except OSError:
+        return output
+    output.rmdir()
+    pytest.skip("running as root on a machine where /sys can be written")
+
+
+def test_train_output_on_a_read_only_file_system_is_refused_in_one_line(preference_folder, tmp_path, capsys):  # noqa: F811
+    output = _unwritable_output(tmp_path)
+    assert main(_train_argv(preference_folder, output, "--steps", "2")) == 2
+    line = _one_error_line(capsys)
+    assert str(output) in line and "cannot write" in line
+    assert not output.exists()
+
+
+def test_train_output_under_a_file_is_refused_before_anything_loads(preference_folder, tmp_path, capsys):  # noqa: F811
+    (tmp_path / "afile").write_text("x\n")
+    assert main(_train_argv(preference_folder, tmp_path / "afile" / "out", "--steps", "1")) == 2
+    assert f"--output {tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} is not a folder" in _one_error_line(capsys)
+
+
+def test_a_second_train_into_a_locked_output_is_refused_naming_the_holder(preference_folder, tmp_path, capsys):  # noqa: F811
+    from rpo_bench.core.locks import folder_lock
+
+    output = tmp_path / "out"
+    ready = tmp_path / "locked"
+    pid = os.fork()
+    if pid == 0:  # another process writing into the output (a lock is re-entrant within one process)
+        try:
+            with folder_lock(output, "training output"):
+                ready.touch()
+                signal.pause()
+        finally:
+            os._exit(1)
+    try:
+        while not ready.exists():
+            time.sleep(0.01)
+        assert main(_train_argv(preference_folder, output, "--steps", "2")) == 2
+        line = _one_error_line(capsys)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert f"the training output {output} is in use by process {pid}, which is writing into it" in line
+    assert sorted(os.listdir(output)) == [".rpo-bench.lock"]  # nothing of a run
+
+
+def test_a_lock_left_by_a_killed_train_is_taken_over(preference_folder, tmp_path):  # noqa: F811
+    from rpo_bench.core.locks import folder_lock
+
+    output = tmp_path / "out"
+    ready = tmp_path / "locked"
+    pid = os.fork()
+    if pid == 0:  # a writer that holds the lock and is killed, as by SIGKILL or the OOM killer
+        try:
+            with folder_lock(output, "training output"):
+                ready.touch()
+                signal.pause()
+        finally:
+            os._exit(1)
+    while not ready.exists():
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert (output / ".rpo-bench.lock").read_text().strip() == str(pid)
+    assert main(_train_argv(preference_folder, output, "--steps", "1")) == 0
+    assert (output / ".rpo-bench.lock").read_text().strip() == str(os.getpid())
+    assert json.loads((output / "rpo_bench.json").read_text())["steps_done"] == 1
+
+
+def test_the_lock_file_of_a_training_output_changes_neither_its_model_nor_its_resume(
+        preference_folder, finished_run, tmp_path):  # noqa: F811
+    from rpo_bench.models.catalog import resolve_model
+    from rpo_bench.models.loader import load_pipeline, model_fingerprint
+
+    output = _copy_run(finished_run, tmp_path)
+    lock = output / ".rpo-bench.lock"
+    assert lock.is_file()  # the run held it, and it stays
+    fingerprint = model_fingerprint(resolve_model(str(output)))
+    lock.write_text("12345\n")  # another holder's pid: the weights are the same
+    assert model_fingerprint(resolve_model(str(output))) == fingerprint
+    load_pipeline(resolve_model(str(output)), device="cpu", dtype=torch.float32)
+    config = _config(preference_folder, tmp_path, method="dpo", checkpoint_every=1, output=str(output), steps=3)
+    assert Trainer(config, resume=True, show_progress=False).train().resumed_from == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="needs torchrun")
+def test_a_locked_output_refuses_every_process_of_a_two_process_run_without_a_hang(preference_folder, tmp_path,  # noqa: F811
+                                                                                   session_home):
+    """Only the main process takes the lock; the others hear its refusal instead of waiting for it forever."""
+    from rpo_bench.core.locks import folder_lock
+
+    output = tmp_path / "out"
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "RPO_BENCH_HOME": str(session_home), "OMP_NUM_THREADS": "1"}
+    with folder_lock(output, "training output"):
+        result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "rpo_bench",
+                                 *_train_argv(preference_folder, output, "--steps", "2")],
+                                env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    refusal = f"error: the training output {output} is in use by process {os.getpid()}"
+    assert result.stderr.count(refusal) == 2, result.stderr[-3000:]  # one line from each process
+    assert sorted(os.listdir(output)) == [".rpo-bench.lock"]

@@ -26,6 +26,7 @@ from rpo_bench.cli.micro import micro_app
 from rpo_bench.cli.registries import metrics_app, models_app, prompts_app, protocols_app
 from rpo_bench.cli.report import report
 from rpo_bench.cli.score import score
+from rpo_bench.cli.store import store_app
 from rpo_bench.cli.styles import styles_app
 from rpo_bench.cli.train import register as register_train
 from rpo_bench.errors import RpoBenchError
@@ -57,6 +58,7 @@ app.add_typer(metrics_app, name="metrics")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(protocols_app, name="protocols")
 app.add_typer(styles_app, name="styles")
+app.add_typer(store_app, name="store")
 
 
 # -- entry point ------------------------------------------------------------------------------------------------
@@ -125,6 +127,8 @@ class _InterruptRecorder:
 
 def _configure_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for library in ("huggingface_hub", "datasets"):  # each has its own stderr handler: via root, a second copy
+        logging.getLogger(library).propagate = False
     if not debug:
         for noisy in ("diffusers", "transformers"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

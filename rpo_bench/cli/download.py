@@ -1,4 +1,4 @@
-"""`rpo-bench download NAME...`: models, metrics and prompt sets into the local cache, verified by sha256."""
+"""`rpo-bench download NAME...`: models, metrics, prompt sets and styles into the local cache, verified by sha256."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class Kind(str, Enum):
     models = "models"
     metrics = "metrics"
     prompts = "prompts"
+    styles = "styles"
 
 
 def human_size(n: int | None) -> str:
@@ -27,14 +28,15 @@ def human_size(n: int | None) -> str:
 
 
 def download(
-    names: list[str] = typer.Argument(..., metavar="NAME", help="Models, metrics (NAME or NAME:ARG) and "
-                                      "prompt sets."),
+    names: list[str] = typer.Argument(..., metavar="NAME", help="Models, metrics (NAME or NAME:ARG), "
+                                      "prompt sets and styles."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the files, their sizes and what is cached already; "
                                  "download nothing."),
     kind: Kind | None = typer.Option(None, help="Which registry NAME is from, when it is in more than one."),
 ) -> None:
     """Fetch what NAME reads from the Hugging Face Hub into the local cache, checking every file's hash;
-    continues interrupted downloads. Afterwards NAME works with HF_HUB_OFFLINE=1."""
+    continues interrupted downloads (a style: its CLIP, and its reference images when they come from a Hub
+    dataset). Afterwards NAME works with HF_HUB_OFFLINE=1."""
     from rpo_bench.download import download as run_download
     from rpo_bench.download import plan_downloads
 
@@ -110,5 +112,9 @@ def _show_results(results) -> None:
             console.print(f"{result.entry.name}: {result.entry.note}", highlight=False)
         if result.prompts is not None:
             console.print(f"{result.entry.name}: {result.prompts} prompts cached", highlight=False)
+        if result.references is not None:
+            count, folder = result.references
+            console.print(f"{result.entry.name}: {count} reference images in {folder}", highlight=False,
+                          markup=False)
         if result.record is not None:
             console.print(f"{result.entry.name}: record {result.record}", highlight=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -11,17 +9,6 @@ import typer
 from rpo_bench.cli.console import console
 
 FORMATS = ("markdown", "html", "json", "csv")
-
-
-def _write_atomic(out: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report(
@@ -67,11 +54,9 @@ def report(
 
         text = render_html(result, image_cache=image_cache)
     elif fmt == "json":
-        import json
+        from rpo_bench.report_export import export_json_text
 
-        from rpo_bench.report_export import export_json
-
-        text = json.dumps(export_json(result), indent=1, sort_keys=True) + "\n"
+        text = export_json_text(result)
     elif fmt == "csv":
         from rpo_bench.report_export import export_csv
 
@@ -82,5 +67,7 @@ def report(
         console.file.write(text)
         console.file.flush()
         return
-    _write_atomic(out, text)
+    from rpo_bench.core.atomic import atomic_write
+
+    atomic_write(out, text, what="report")
     console.print(f"report: {out}", soft_wrap=True)

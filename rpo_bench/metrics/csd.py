@@ -279,6 +279,7 @@ class _TinyFiles:
         self.checkpoint = checkpoint
 
     def save_pretrained(self, directory, **kwargs) -> None:
+        # atomic: writes into the temporary folder models.tiny renames as a whole
         directory = Path(directory)
         torch.save(self.checkpoint, directory / CSD_FILE)
         (directory / ARCH_CONFIG_FILE).write_text(json.dumps({"model_cfg": TINY_CONFIG}), encoding="utf-8")

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rpo_bench.config import is_offline
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.hub_files import HubFiles
 from rpo_bench.metrics.base import Metric
@@ -35,13 +34,15 @@ def fetch_hub_file(name: str, files: HubFiles, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     from rpo_bench.entry_files import missing_file_message
+    from rpo_bench.hub_preflight import hub_unavailable
 
+    reason = hub_unavailable()  # unreachable: the cache alone, not huggingface_hub's retries
     try:
         return Path(hf_hub_download(files.repo, filename, revision=files.revision, repo_type=files.repo_type,
-                                    local_files_only=is_offline()))
+                                    local_files_only=reason is not None))
     except Exception as exc:  # huggingface_hub raises several unrelated types for "not here"
-        if is_offline():
-            raise MissingWeightsError(missing_file_message(name, files, filename)) from exc
+        if reason is not None:
+            raise MissingWeightsError(missing_file_message(name, files, filename, reason)) from exc
         raise MissingWeightsError(f"{name}: cannot fetch {files.repo}/{filename} (revision {files.revision}): "
                                   f"{type(exc).__name__}; fetch it with `rpo-bench download {name}`") from exc
 

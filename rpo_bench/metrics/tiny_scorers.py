@@ -54,6 +54,7 @@ def _tiny_clip_model(projection_dim: int = 32):
 
 def _clip_processor_writer(model) -> Callable[[Path], None]:
     def write(directory: Path) -> None:
+        # atomic: writes into the temporary folder models.tiny renames as a whole
         from transformers import CLIPImageProcessor
 
         from rpo_bench.models.tokenizer import clip_tokenizer
@@ -67,6 +68,7 @@ def _clip_processor_writer(model) -> Callable[[Path], None]:
 
 
 def _build_hps() -> _Files:
+    # atomic: each writer fills the temporary folder models.tiny renames as a whole
     import open_clip
 
     config = {"embed_dim": 16,
@@ -110,6 +112,7 @@ def _official_blip_keys(vision: dict, text: dict, mlp: dict) -> dict[str, torch.
 
 
 def _build_imagereward() -> _Files:
+    # atomic: each writer fills the temporary folder models.tiny renames as a whole
     from transformers import BlipTextModel, BlipVisionConfig, BlipVisionModel
 
     vocab = _bert_vocab()
@@ -143,6 +146,7 @@ def _build_pickscore() -> _Files:
 
 
 def _build_aesthetic() -> _Files:
+    # atomic: each writer fills the temporary folder models.tiny renames as a whole
     clip = _tiny_clip_model()
     head = PreferenceMLP(clip.config.projection_dim)
     return _Files({

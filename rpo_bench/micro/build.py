@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.errors import BadInputError
 from rpo_bench.models.fingerprint import sha256_file
 from rpo_bench.progress import silence_library_progress
@@ -24,6 +25,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
+    # atomic: a finished stage's temporary folder takes the place of the old one
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -39,9 +41,7 @@ def _compact_tokenizer(folder: Path) -> None:
 
 
 def _write_report(path: Path, report: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(report, indent=1))
 
 
 def _stage(out: Path, name: str, report: dict, build, settings: dict) -> bool:
@@ -112,6 +112,7 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
         ran = True
 
     def clip_stage(tmp: Path) -> dict:
+        # atomic: writes into the stage's temporary folder, which _stage renames as a whole
         result = train_micro_clip(tmp, seed=seed, steps=clip_steps, show_progress=show_progress)
         CLIPModel.from_pretrained(tmp).half().save_pretrained(tmp)
         _compact_tokenizer(tmp)
@@ -120,6 +121,7 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
     ran |= _stage(out, "micro-clip", report, clip_stage, dict(seed=seed, clip_steps=clip_steps))
 
     def base_stage(tmp: Path) -> dict:
+        # atomic: writes into the stage's temporary folder, which _stage renames as a whole
         from diffusers import DDIMScheduler, StableDiffusionPipeline
         from transformers import CLIPTextModel
 

@@ -83,6 +83,7 @@ def train_micro_clip(out_dir: Path, seed: int = 0, steps: int = 1500, batch_size
     report = evaluate_micro_clip(model, tokenizer, np.random.default_rng(seed + 1))
     report["final_loss"] = round(loss.item(), 4)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # atomic: `micro build` passes its stage's temporary folder, which replaces the stage in one rename
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=list(CLIP_MEAN),

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rpo_bench import stats
+from rpo_bench.core.atomic import atomic_path, atomic_write
+from rpo_bench.core.locks import folder_lock
 from rpo_bench.errors import BadInputError
 
 BASE = "micro-base"
@@ -88,6 +90,17 @@ def _check(config: CompareConfig) -> None:
             _train_config(config, method, seed)
 
 
+def _refuse_stale(config: CompareConfig) -> None:
+    """A finished run trained with other settings is never reused in silence (nor retrained over)."""
+    stale = stale_runs(config)
+    if stale:
+        run, differences = next(iter(stale.items()))
+        raise BadInputError(f"{config.out / run} holds a finished run trained with other settings "
+                            f"({'; '.join(differences[:3])}{'; ...' if len(differences) > 3 else ''}), so it cannot "
+                            "stand for these; accepted: another --out for these settings, or delete "
+                            f"{config.out / run} (and any other run folder there) to train it again")
+
+
 def _train_config(config: CompareConfig, method: str, seed: int):
     from rpo_bench.training.config import build_config, method_fields
 
@@ -97,8 +110,41 @@ def _train_config(config: CompareConfig, method: str, seed: int):
     return build_config(config.preset, None, {**shared, "method": method, "seed": seed, "output": str(output)})
 
 
+def recorded_differences(output: Path, wanted) -> list[str]:
+    """How a finished run's recorded settings (its rpo_bench.json) differ from the TrainConfig `wanted`, as
+    "key: then, now" lines; empty when it can be reused. Settings that do not change the trained weights (logging,
+    checkpoint cadence, the output path itself) are not compared."""
+    from rpo_bench.training.config import ABSENT_MEANT, RESUME_SAFE_FIELDS
+    from rpo_bench.training.output import absolute_paths
+
+    try:
+        saved = json.loads((output / "rpo_bench.json").read_text(encoding="utf-8"))["config"]
+        if not isinstance(saved, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"its record {output / 'rpo_bench.json'} cannot be read"]
+    saved, now = {**ABSENT_MEANT, **saved}, absolute_paths(wanted.to_dict())
+    return [f"{key}: {saved.get(key)!r} then, {now.get(key)!r} now" for key in sorted(set(saved) | set(now))
+            if key not in RESUME_SAFE_FIELDS and saved.get(key) != now.get(key)]
+
+
+def stale_runs(config: CompareConfig) -> dict[str, list[str]]:
+    """run name -> how its finished output differs from what `config` asks for (only runs that differ)."""
+    stale = {}
+    for method in config.methods:
+        for seed in config.train_seeds:
+            output = config.out / run_name(method, seed)
+            if (output / "rpo_bench.json").is_file():
+                differences = recorded_differences(output, _train_config(config, method, seed))
+                if differences:
+                    stale[run_name(method, seed)] = differences
+    return stale
+
+
 def train_all(config: CompareConfig) -> dict[str, Path]:
-    """Train every (method, seed) that has no finished output; an interrupted one resumes from its checkpoint."""
+    """Train every (method, seed) that has no finished output; an interrupted one resumes from its checkpoint (the
+    trainer refuses a checkpoint of other settings). A finished run is reused only when its recorded settings are
+    the ones asked for now (`_check` refuses the comparison otherwise)."""
     from rpo_bench.training.checkpoint import latest_checkpoint
     from rpo_bench.training.trainer import train
 
@@ -258,10 +304,9 @@ def plot_curves(curves: Mapping[str, list[tuple[int, stats.Interval]]], config: 
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
-    tmp.replace(path)
 
 
 def probe_agreement(score_tables, probe: str, judge: str) -> dict[str, float] | None:
@@ -339,7 +384,13 @@ def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     if config.style:
         config = for_style(config)
     _check(config)
+    _refuse_stale(config)
     writable_dir(config.out, "the comparison's runs and results")
+    with folder_lock(config.out, "comparison folder"):
+        return _run_locked(config)
+
+
+def _run_locked(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     outputs = train_all(config)
     result = evaluate_all(config, outputs)
     tables = {metric: compare(config, result.tables, outputs, metric) for metric in config.metrics}
@@ -377,6 +428,4 @@ def run_comparison(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, text, what="comparison file")

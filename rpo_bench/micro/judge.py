@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from rpo_bench.core.atomic import atomic_path, atomic_write
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.micro.degrade import DEGRADATIONS, augment
 from rpo_bench.micro.render import COLOUR_RGB, X_CENTRES, render_batch
@@ -320,14 +321,11 @@ def _train(seed, steps, batch_size, minutes, out_dir, eval_size, progress, save_
               "accuracy": accuracy}
     out = Path(out_dir) if out_dir else ASSETS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.chmod(tmp, 0o644)  # package data: readable by everyone, like the json beside it
-    os.replace(tmp, out / WEIGHTS_FILE)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+        os.chmod(tmp, 0o644)  # package data: readable by everyone, like the json beside it
     config["weights_sha256"] = weights_sha256(out)
-    tmp = out / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / CONFIG_FILE)
+    atomic_write(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return config
 
 

@@ -22,13 +22,9 @@ def judged_images(store_path: Path, judge: str) -> list[tuple[str, str, float]]:
     """(image sha256, prompt, the judge's style probability) of every image the judge scored, in key order."""
     from rpo_bench.store import ResultsStore
 
-    store = ResultsStore(store_path)
-    try:
-        rows = store.query("SELECT i.image_sha256, i.prompt, s.value FROM images i JOIN scores s "
-                           "ON s.image_key = i.image_key WHERE s.metric = ? ORDER BY i.image_key", (judge,))
-    finally:
-        store.close()
-    return [(str(sha), str(prompt), float(value)) for sha, prompt, value in rows]
+    with ResultsStore(store_path) as store:
+        rows = store.image_scores(judge)
+    return [(str(sha), str(prompt), float(value)) for _key, prompt, _seed, value, sha in rows]
 
 
 def prompt_folds(prompts: list[str], folds: int = FOLDS) -> np.ndarray:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.micro.scenes import (
     BACKGROUNDS,
     COLOURS,
@@ -75,9 +75,7 @@ def write_prompt_files(out_dir: str | Path = PROMPTS_DIR, seed: int = 0) -> list
     paths = []
     for name, records in micro_prompt_sets(seed).items():
         path = out / f"{name}.jsonl"
-        tmp = out / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, "".join(json.dumps(record) + "\n" for record in records))
         paths.append(path)
     return paths
 

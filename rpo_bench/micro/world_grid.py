@@ -9,13 +9,13 @@ through the real evaluate path, so they are cached and a second run generates no
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
 
 from rpo_bench.config import home_dir, writable_dir
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.errors import BadInputError
 from rpo_bench.grids import check_png_path, image_grid, open_store_and_cache, save_png, stored_images
 from rpo_bench.micro.scenes import CONTENT_ATTRIBUTES, STYLE_TEMPLATES, STYLES, Scene, parse_prompt
@@ -70,9 +70,7 @@ def _prompt_file(prompts: list[str]) -> Path:
     folder = writable_dir(home_dir() / "micro-grid", "the micro grid's prompt file")
     path = folder / f"styled-prompts-{digest}.txt"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(path, text)
     return path
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
+from rpo_bench.errors import BadInputError
 from rpo_bench.models.spec import ModelSpec, is_local_location, spec_from_folder, spec_from_table
 from rpo_bench.registry import Registry, read_toml
 
@@ -72,13 +72,15 @@ def fine_tune_details(spec: ModelSpec) -> dict[str, str]:
     record_path = Path(folder).expanduser() / "rpo_bench.json"
     if not (is_local_location(folder) and record_path.is_file()):
         return details
+    from rpo_bench.core.user_files import read_json
+
     try:  # a damaged record must not break the listing: the weights' path is already shown
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record = read_json(record_path, "training record")
         details["trained"] = f"{record['method']}, {record['steps_done']} steps on {record['data']['source']}"
         last = (record.get("heldout") or {}).get("last")
         if last:
             details["held-out"] = (f"acc {last['heldout_acc']:.2f}, margin {last['heldout_margin']:.3f} "
                                    f"({last['heldout_pairs']} pairs, step {last['step']})")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (BadInputError, KeyError, TypeError, AttributeError):
         pass
     return details

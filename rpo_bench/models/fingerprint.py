@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from rpo_bench.config import home_dir, is_offline
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.errors import BadInputError, MissingWeightsError
 
 _HASH_CACHE_FILE = "file-hashes.json"
@@ -92,9 +93,7 @@ def folder_fingerprint(folder: Path) -> str:
 def _write_json_atomic(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data))
     except OSError:
         pass  # the memo only saves time; failing to write it must not fail an evaluation
 
@@ -111,26 +110,30 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, nam
     cached = try_to_load_from_cache(repo, probe_file, revision=revision)
     if isinstance(cached, str):
         return Path(cached).parts[-1 - len(Path(probe_file).parts)]  # .../snapshots/<commit>/<probe_file>
-    if is_offline() and name:
+    from rpo_bench.hub_preflight import hub_unavailable, one_line
+
+    reason = hub_unavailable()
+    if reason is not None and name:
         from rpo_bench.entry_files import missing_file_message
         from rpo_bench.hub_files import HubFiles
 
-        raise MissingWeightsError(missing_file_message(name, HubFiles(repo, revision), probe_file))
-    if is_offline():
+        raise MissingWeightsError(missing_file_message(name, HubFiles(repo, revision), probe_file, reason))
+    if reason is not None:
         raise MissingWeightsError(
             f"{what}: {repo}/{probe_file} (revision {revision}) is not in the local Hugging Face cache and "
-            f"HF_HUB_OFFLINE is set; fetch it on a connected machine with `hf download {repo}` "
-            "or unset HF_HUB_OFFLINE"
+            f"{reason}; fetch it on a connected machine with `hf download {repo}`"
+            + (" or unset HF_HUB_OFFLINE" if is_offline() else "")
         )
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return HfApi().model_info(repo, revision=revision).sha or revision
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise MissingWeightsError(f"{what}: {repo} revision {revision} does not exist on the hub") from exc
-    except (HfHubHTTPError, OSError) as exc:
-        raise MissingWeightsError(f"{what}: cannot reach the hub to resolve {repo}@{revision}: {exc}") from exc
+    except Exception as exc:  # HTTP errors, and the client's transport errors, which are no OSError (httpx2)
+        raise MissingWeightsError(f"{what}: cannot reach the hub to resolve {repo}@{revision}: "
+                                  f"{one_line(exc)}") from exc
 
 
 def file_fingerprint(path: Path) -> str:

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import home_dir, is_offline
+from rpo_bench.config import home_dir
 from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.hub_preflight import hub_unavailable
 from rpo_bench.models.fingerprint import folder_fingerprint, resolve_hub_commit, sha256_file
 from rpo_bench.models.model_files import check_lora_fits, check_model_files, check_unet_fits, lora_file
 from rpo_bench.models.spec import ModelSpec
@@ -90,13 +91,14 @@ def _pipeline_class(family: str):
 def _missing(spec: ModelSpec, exc: Exception) -> MissingWeightsError:
     from rpo_bench.entry_files import first_missing_file, missing_file_message, model_hub_files
 
-    missing = first_missing_file(model_hub_files(spec)) if is_offline() else None
+    reason = hub_unavailable()
+    missing = first_missing_file(model_hub_files(spec)) if reason else None
     if missing is not None:
-        return MissingWeightsError(missing_file_message(spec.name, *missing))
+        return MissingWeightsError(missing_file_message(spec.name, *missing, reason))
     where = spec.unet_repo or spec.repo
     return MissingWeightsError(
         f"model {spec.name!r}: weights of {where} are not on this machine"
-        + (" and HF_HUB_OFFLINE is set" if is_offline() else "")
+        + (f" and {reason}" if reason else "")
         + f"; fetch them with `rpo-bench download {spec.name}` ({type(exc).__name__})"
     )
 
@@ -117,7 +119,8 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
     dtype = dtype or torch.float32
     location = base_location(spec)
     local = Path(location).is_dir()
-    kwargs: dict[str, Any] = {**dtype_kwarg(dtype), "local_files_only": local or is_offline()}
+    # An unreachable Hub reads the cache alone: asking it for each file would cost a timeout per file.
+    kwargs: dict[str, Any] = {**dtype_kwarg(dtype), "local_files_only": local or hub_unavailable() is not None}
     if not local:
         kwargs["revision"] = spec.revision
     if spec.family == "sd15":

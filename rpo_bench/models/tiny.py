@@ -113,6 +113,7 @@ def _save_atomically(path: Path, seed: int, marker: str, build: Callable[[], obj
 
 
 def _build_and_rename(path: Path, seed: int, marker: str, build: Callable[[], object]) -> Path:
+    # atomic: everything is saved into a temporary folder that replaces `path` in one rename
     import torch
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -210,6 +211,7 @@ def build_tiny_clip(path: Path, seed: int) -> Path:
             self.model, self.processor = model, processor
 
         def save_pretrained(self, directory, **kwargs):
+            # atomic: into the temporary folder _build_and_rename renames as a whole
             self.model.save_pretrained(directory, **kwargs)
             self.processor.save_pretrained(directory)
 

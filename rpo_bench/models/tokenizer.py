@@ -11,10 +11,11 @@ import functools
 import gzip
 import importlib.util
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rpo_bench.core.atomic import atomic_write
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -61,9 +62,7 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def write_clip_tokenizer_files(directory: Path, pad_token: str = EOS_TOKEN) -> Path:

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.atomic import atomic_path, fsync_folder
+from rpo_bench.errors import BadInputError, RpoBenchError
 
 CHECKPOINTS = "checkpoints"
 SNAPSHOTS = "snapshots"  # evaluable model folders saved along the way (--snapshot-every), not for resuming
@@ -62,26 +63,86 @@ def latest_checkpoint(output: Path) -> Path | None:
     return max(found, key=checkpoint_step, default=None)
 
 
+class CheckpointWriteError(RpoBenchError):
+    """A checkpoint could not be written (a full disk, a read-only file system): nothing of it is left, the
+    checkpoints before it are untouched, and the message names the last good one."""
+
+
+def write_failure_reason(exc: BaseException) -> str:
+    """What the operating system said (\"No space left on device\"), also when a writer wrapped it: torch.save
+    raises a RuntimeError from inside a failed file.write, safetensors an error that quotes the OS error."""
+    cause = exc if isinstance(exc, OSError) else exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    text = " ".join(str(exc).split())
+    if "I/O error: " in text:
+        return re.sub(r" \(os error \d+\)$", "", text.rsplit("I/O error: ", 1)[-1])[:160]
+    return f"{type(exc).__name__}: {text[:160]}"
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Hidden step folders a killed writer left (`.step-N.PID.tmp` half-written, `.step-N.PID.old` half-deleted).
+    The caller holds the output's lock, so no other process is writing them."""
+    for path in folder.glob(".step-*"):
+        if path.is_dir() and path.name.endswith((".tmp", ".old")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_folder(path: Path) -> None:
+    """Out of sight first (one rename), then deleted: a kill mid-delete leaves a hidden leftover, never a step
+    folder that lost some of its files."""
+    hidden = path.with_name(f".{path.name}.{os.getpid()}.old")
+    os.replace(path, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 def write_checkpoint(final: Path, state: dict[str, Any], weights: dict[str, torch.Tensor],
                      optimizer_state: dict[str, Any], keep: int) -> None:
-    """Write into a hidden temp folder, then rename it into place: a kill at any moment leaves either the old
-    checkpoint or the new one, never half of one. Then drop all but the newest `keep` checkpoints."""
+    """Write into a hidden temp folder, every file fsynced, then rename it into place: a kill at any moment
+    leaves either the old checkpoint or the new one, never half of one. Then drop all but the newest `keep`
+    checkpoints. A failed write (a full disk) removes the temp folder and raises CheckpointWriteError naming the
+    last good checkpoint. Called by the one process that holds the output's lock."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}, str(tmp / WEIGHTS_FILE))
-    torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
     text = json.dumps({"format": CHECKPOINT_FORMAT, **state}, indent=1)  # raises on anything JSON cannot hold
-    (tmp / STATE_FILE).write_text(text, encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    kept = sorted((p for p in final.parent.iterdir() if checkpoint_step(p) is not None), key=checkpoint_step)
+    parent = final.parent
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    writing = final
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(parent)
+        tmp.mkdir()
+        writing = tmp / WEIGHTS_FILE
+        with atomic_path(writing) as path:
+            save_file({name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}, str(path))
+        writing = tmp / OPTIMIZER_FILE
+        with atomic_path(writing) as path, open(path, "wb") as handle:  # a handle: torch keeps the OSError
+            torch.save(optimizer_state, handle)  # atomic: the handle is the atomic_path's temporary file
+        writing = tmp / STATE_FILE
+        with atomic_path(writing) as path:
+            path.write_text(text, encoding="utf-8")
+        writing = final
+        if final.exists():
+            _remove_folder(final)
+        os.replace(tmp, final)  # atomic: the complete temporary folder takes the checkpoint's place
+        fsync_folder(parent)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # RuntimeError: torch.save's wrapping of an OSError
+        last = latest_checkpoint(parent.parent)
+        file = f" ({writing.name})" if writing.parent == tmp else ""
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {final}{file}: {write_failure_reason(exc)}; the last good checkpoint is "
+            f"{last or 'none (no step saved yet)'}. Free space (or make the folder writable), then run the same "
+            "command with --resume") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    kept = sorted((p for p in parent.iterdir() if checkpoint_step(p) is not None), key=checkpoint_step)
     for old in kept[:-max(1, keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            _remove_folder(old)
+        except OSError:
+            pass  # an old checkpoint that cannot be removed costs space, not correctness
 
 
 def _damaged(folder: Path, name: str, exc: BaseException) -> BadInputError:
@@ -102,8 +163,21 @@ def read_state(folder: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"checkpoint {folder} is from an older rpo-bench (accelerate's pickle format), which "
                             "cannot be loaded safely; train again into a new --output folder")
-    if not isinstance(state.get("step"), int) or not isinstance(state.get("config"), dict):
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(state.get("config"), dict):
         raise _damaged(folder, STATE_FILE, ValueError("no integer step or no config"))
+    # An edited or misplaced state would resume at a step that was never trained (and write step--1 folders).
+    edited = "it was edited or copied from another checkpoint; delete that step folder to resume from an earlier one"
+    if step < 0:
+        raise BadInputError(f"checkpoint {folder}: {STATE_FILE} says step {step}; accepted: a step >= 0 ({edited})")
+    named = checkpoint_step(folder)
+    if named is not None and named != step:
+        raise BadInputError(f"checkpoint {folder}: {STATE_FILE} says step {step}, its folder step-{named}; {edited}")
+    schedule = state.get("lr_scheduler")
+    scheduled = schedule.get("last_epoch") if isinstance(schedule, dict) else None
+    if isinstance(scheduled, int) and scheduled != step:  # the scheduler steps once per optimizer step
+        raise BadInputError(f"checkpoint {folder}: {STATE_FILE} says step {step}, its learning-rate schedule step "
+                            f"{scheduled}; {edited}")
     return state
 
 

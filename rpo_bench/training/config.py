@@ -6,7 +6,6 @@ Precedence: preset < config file < command-line flags.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -169,29 +168,11 @@ class SettingValues(dict):
 
 
 def read_config_file(path: Path) -> SettingValues:
-    """TOML or YAML; a `[train]` table (TOML) or top-level keys."""
-    if not path.is_file():
-        raise BadInputError(f"config file {path} does not exist")
-    if path.suffix == ".toml":
-        from rpo_bench.registry import read_toml
+    """TOML, YAML or JSON, through the one reader of user files (UTF-8, a regular file, one-line errors that name
+    the file and the place); a `[train]` table or top-level keys."""
+    from rpo_bench.core.user_files import read_config
 
-        values = read_toml(path)
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise BadInputError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-    elif path.suffix == ".json":
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{path} is not valid JSON: {exc}") from exc
-    else:
-        raise BadInputError(f"config file {path}: suffix {path.suffix!r}; accepted: .toml, .yaml, .yml, .json")
-    if not isinstance(values, Mapping):
-        raise BadInputError(f"config file {path} must hold a table of settings")
+    values = read_config(path, "config file")
     values = values.get("train", values)
     if not isinstance(values, Mapping):
         raise BadInputError(f"config file {path}: [train] must be a table of settings")
@@ -319,8 +300,10 @@ def _check_style(config: TrainConfig, sources: Mapping[str, str]) -> None:
         raise BadInputError(f"--pairs relabel re-labels an existing preference set and --data is empty; accepted: "
                             f"--data PATH|HUB-ID (style {config.style!r} is not a micro style, which would use "
                             "micro-pickapic)")
+    from rpo_bench.hub_preflight import require_fetchable
     from rpo_bench.styles import reference_images
 
+    require_fetchable(models=[config.model], styles=[style.name])  # an unreachable Hub: one line, no retries
     reference_images(style)  # unreadable, too few or not fetched: said before any folder or model is made
 
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from rpo_bench.config import home_dir, is_offline, safe_child
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.errors import BadInputError, MissingWeightsError
 from rpo_bench.progress import progress_bar
 
@@ -427,6 +428,7 @@ def _complete_lines(path: Path) -> int:
         return 0
     data = path.read_bytes()
     keep = data.rfind(b"\n") + 1
+    # atomic: a resumable append-only file inside `.partial`; cutting a torn last line is its repair
     if keep != len(data):
         with open(path, "r+b") as handle:
             handle.truncate(keep)
@@ -438,6 +440,7 @@ def _materialise_stream(dataset_id: str, split: str, limit: int | None, folder: 
 
     Ties and withdrawn images are kept here (a faithful mirror of the rows); loading drops and counts them.
     """
+    # atomic: rows and images go into `.partial`, which replaces `folder` in one rename once complete
     import datasets
 
     partial = folder.with_name(folder.name + ".partial")
@@ -495,9 +498,7 @@ def store_image_bytes(data: bytes, images_dir: Path) -> str:
     target = images_dir / name
     if not target.is_file():
         images_dir.mkdir(parents=True, exist_ok=True)
-        tmp = images_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write(target, data)
     return f"{images_dir.name}/{name}"
 
 
@@ -512,9 +513,10 @@ def _store_image_file(source: Path, images_dir: Path) -> str:
         tmp.unlink(missing_ok=True)
         try:
             os.link(source, tmp)
+            os.replace(tmp, target)  # atomic: a hard link to a complete file, renamed into place
         except OSError:
-            tmp.write_bytes(data)
-        os.replace(tmp, target)
+            tmp.unlink(missing_ok=True)
+            atomic_write(target, data)
     return f"{images_dir.name}/{name}"
 
 
@@ -538,8 +540,4 @@ def write_preference_folder(rows: Iterable[Mapping[str, Any]], out_dir: Path) ->
             elif value is not None:
                 out[column] = _store_image_file(Path(value), images_dir)
         lines.append(json.dumps(out, default=str) + "\n")
-    path = out_dir / PAIRS_FILE
-    tmp = out_dir / f".{PAIRS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(out_dir / PAIRS_FILE, "".join(lines))

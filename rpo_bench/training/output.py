@@ -3,13 +3,17 @@ a model card, and optionally an entry in the user's model registry."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rpo_bench.config import user_registry_file, writable_dir
+from rpo_bench.core.atomic import atomic_path, atomic_write
 from rpo_bench.errors import BadInputError
 from rpo_bench.training.losses import BETA_CONVENTION
 
@@ -43,10 +47,25 @@ def _card_path(output: Path) -> Path:
     return readme
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A hidden folder inside `folder` for writers that fill a folder (diffusers' save_pretrained and
+    save_lora_weights); on a clean exit each file it holds moves onto its place in `folder` through atomic_path
+    (fsync, one rename), so a kill leaves every file old or new, never torn. Removed on any error, and a killed
+    run's leftover with it (the trainer holds the output's lock: no other process is writing one)."""
+    for leftover in folder.glob(".staged.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = folder / f".staged.{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        for source in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = folder / source.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                os.replace(source, tmp)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
@@ -55,6 +74,7 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
     config, output = trainer.config, folder or trainer.output
     unet = trainer.accelerator.unwrap_model(trainer.unet)
     output.mkdir(parents=True, exist_ok=True)
+    # atomic: diffusers writes into a staging folder; each file then moves into place through atomic_path
     if config.lora_rank > 0:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
@@ -62,10 +82,12 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
 
         pipeline_class = StableDiffusionXLPipeline if trainer.spec.family == "sdxl" else StableDiffusionPipeline
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        pipeline_class.save_lora_weights(output, unet_lora_layers=layers, weight_name=LORA_WEIGHTS)
+        with _staged(output) as staging:
+            pipeline_class.save_lora_weights(staging, unet_lora_layers=layers, weight_name=LORA_WEIGHTS)
         kind = "lora"
     else:
-        unet.save_pretrained(output / "unet")
+        with _staged(output) as staging:
+            unet.save_pretrained(staging / "unet")
         kind = "unet"
     record = {
         "format": RECORD_FORMAT,
@@ -84,8 +106,8 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
         "world_size": trainer.world,
         "style": style_record(config),
     }
-    _write_atomic(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
-    _write_atomic(_card_path(output), model_card(record))
+    atomic_write(output / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True))
+    atomic_write(_card_path(output), model_card(record))
     if folder is None and config.name and not check_name_free(config.name, output, overwrite=trainer.overwrite_name):
         register_model(config.name, spec_table_for_output(output, record), replace=trainer.overwrite_name)
 
@@ -185,7 +207,7 @@ def register_model(name: str, table: dict[str, Any], replace: bool = False) -> N
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if replace:
         text = _without_model(text, name, path)
-    _write_atomic(path, text + "\n".join(lines) + "\n")
+    atomic_write(path, text + "\n".join(lines) + "\n")
     from rpo_bench.models.catalog import MODELS
 
     MODELS.reset_plugins()  # so this process sees the new entry too

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo_bench.config import resolve_device, resolve_dtype, writable_dir
+from rpo_bench.core.atomic import atomic_write
 from rpo_bench.errors import BadInputError
 from rpo_bench.evaluate import EvaluateConfig, default_image_cache, evaluate
 from rpo_bench.image_cache import ImageCache
@@ -101,14 +101,11 @@ def _scored_images(store: ResultsStore, model: str, protocol: str | None, device
     spec = resolve_model(model)
     protocol_fp = PROTOCOLS.get(protocol or spec.protocol).fingerprint(spec.family)
     dtype_name = str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
-    rows = store.query(
-        "SELECT i.prompt, i.seed, s.value, i.image_sha256 FROM images i JOIN scores s USING (image_key) "
-        "WHERE i.model_fingerprint = ? AND i.protocol_fingerprint = ? AND i.dtype = ? AND s.metric = ? "
-        "AND s.metric_version = ? AND i.seed < ? ORDER BY i.prompt, i.seed",
-        (model_fingerprint(spec), protocol_fp, dtype_name, metric_key, metric_version, k))
+    rows = store.image_scores(metric_key, model_fingerprint(spec), protocol_fp, dtype_name, metric_version,
+                              seeds_below=k)
     wanted = set(prompts)
     found: dict[str, list[ScoredImage]] = {}
-    for prompt, seed, value, sha in rows:
+    for _key, prompt, seed, value, sha in sorted(rows, key=lambda row: (row[1], row[2])):
         if prompt in wanted:
             found.setdefault(prompt, []).append(ScoredImage(seed, value, sha))
     return found
@@ -302,9 +299,7 @@ def _summary(picked: PickedPairs, scored: dict[str, list[ScoredImage]], settings
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
 
 
 def _bradley_terry_flip(prompt: str, winner: ScoredImage, loser: ScoredImage, gap: float,

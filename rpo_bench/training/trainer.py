@@ -27,6 +27,8 @@ from typing import Any
 import torch
 
 from rpo_bench.config import seed_everything
+from rpo_bench.core.atomic import atomic_write
+from rpo_bench.core.locks import folder_lock
 from rpo_bench.errors import BadInputError, RpoBenchError
 from rpo_bench.training import losses
 from rpo_bench.training.batches import draw_randomness, global_batch_indices, image_to_tensor
@@ -34,11 +36,13 @@ from rpo_bench.training.checkpoint import (
     CHECKPOINTS,
     SNAPSHOTS,
     STATE_FILE,
+    CheckpointWriteError,
     latest_checkpoint,
     load_weights,
     read_checkpoint,
     read_state,
     write_checkpoint,
+    write_failure_reason,
 )
 from rpo_bench.training.config import DPOConfig, RPOConfig, TrainConfig, resume_mismatch
 from rpo_bench.training.diffusion import DiffusionParts, adapters_disabled, repeat_condition
@@ -46,12 +50,18 @@ from rpo_bench.training.unet_setup import make_lr_scheduler, make_optimizer, pre
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
-__all__ = ["CHECKPOINTS", "STATE_FILE", "TrainResult", "Trainer", "TrainingDivergedError", "latest_checkpoint",
-           "train"]
+__all__ = ["CHECKPOINTS", "STATE_FILE", "OutputWriteError", "TrainResult", "Trainer", "TrainingDivergedError",
+           "latest_checkpoint", "train"]
+LOCKED = "training output"  # how the lock's refusal names the folder
 
 
 class TrainingDivergedError(RpoBenchError):
     """The loss or gradient went non-finite: the run stops before that step touches the weights."""
+
+
+class OutputWriteError(RpoBenchError):
+    """A write into the training output failed mid-run (a full disk, a file system gone read-only): one line
+    naming the file and the last good checkpoint, from which --resume continues."""
 
 
 @dataclass
@@ -170,6 +180,8 @@ class Trainer:
         self.heldout = None
         self.heldout_history: list[dict[str, float]] = []
         self.steps_done = self._last_checkpoint = 0
+        self._restored_from: Path | None = None  # the checkpoint --resume read, checked again under the lock
+        self._log_lines: list[str] = []  # train_log.jsonl as written so far
         self._interrupts = InterruptLatch()
         self.accelerator = _accelerator(config)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
@@ -184,6 +196,7 @@ class Trainer:
 
         if self.output.exists() and not self.output.is_dir():
             raise BadInputError(f"--output {self.output} is a file; give a folder")
+        self._check_writable()
         if not self.resume and (latest_checkpoint(self.output) is not None or (self.output / RECORD_FILE).is_file()):
             raise BadInputError(f"--output {self.output} already holds a run; pass --resume to continue it, "
                                 "or choose another folder")
@@ -194,6 +207,21 @@ class Trainer:
                 shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
                 raise BadInputError(f"--output {self.output} holds files that are not an rpo-bench run ({shown}); "
                                     "choose a new or empty folder")
+
+    def _check_writable(self) -> None:
+        """An output that cannot be written is refused before anything loads, creating nothing: the folder, or
+        the nearest one above it that exists, must be a folder this process may write. The lock and a probe write
+        check it for real before the first step (as root, permissions alone say little)."""
+        existing = self.output
+        while not os.path.lexists(existing) and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise BadInputError(f"--output {self.output}: {existing} is not a folder; give a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY) if hasattr(os, "statvfs") else False
+            reason = "it is on a read-only file system" if read_only else "no write permission"
+            raise BadInputError(f"cannot write --output {self.output} ({reason} for {existing}); nothing was "
+                                "trained: choose a writable folder")
 
     def _check_resume(self) -> None:
         """What the checkpoint's JSON alone can refuse, refused before any model or data loads."""
@@ -348,26 +376,113 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
         config, accelerator = self.config, self.accelerator
+        self._agree(self._refuse_if_in_use)  # before minutes of loading, not after
         self.setup()
         self._prepare_heldout()  # before _restore: the UNet still holds the base weights, whatever the method
-        start = self._restore() if self.resume else 0
-        if start == 0:
-            self._truncate_log(0)  # lines of a run killed before its first checkpoint would repeat steps
-        self.steps_done = start
-        try:
-            history = self._loop(start)
-            if self._last_checkpoint != config.steps:
-                self._checkpoint(config.steps)
-        except KeyboardInterrupt:
-            self._save_on_interrupt()
-            raise
-        if accelerator.is_main_process:
-            from rpo_bench.training.output import save_output
+        start = self._restore() if self.resume else 0  # reads only: a refused checkpoint leaves the folder as it was
+        with self._holding_output():  # one writer at a time, from the first write to the last
+            # lines of replayed steps go (and of a run killed before its first checkpoint, which restarts at 0)
+            self._truncate_log(start)
+            self.steps_done = start
+            try:
+                history = self._loop(start)
+                if self._last_checkpoint != config.steps:
+                    self._checkpoint(config.steps)
+            except KeyboardInterrupt:
+                self._save_on_interrupt()
+                raise
+            if accelerator.is_main_process:
+                from rpo_bench.training.output import save_output
 
-            save_output(self, config.steps)
-        accelerator.wait_for_everyone()
+                with self._writing(self.output):
+                    save_output(self, config.steps)
+            accelerator.wait_for_everyone()
         accelerator.end_training()
         return TrainResult(self.output, config.steps, start, history, self.heldout_history)
+
+    # -- the output folder: one writer, writable, every failed write one line -------------------------------------
+    def _agree(self, check) -> None:
+        """Run `check` on the main process only and raise its refusal on every process: a refusal the other
+        processes did not hear of would leave them waiting for the main one at the next collective."""
+        refusal = None
+        if self.accelerator.is_main_process:
+            try:
+                check()
+            except RpoBenchError as exc:
+                refusal = str(exc)
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            refusal = broadcast_object_list([refusal], from_process=0)[0]
+        if refusal is not None:
+            raise BadInputError(refusal)
+
+    def _refuse_if_in_use(self) -> None:
+        from rpo_bench.core.locks import refuse_if_locked
+
+        refuse_if_locked(self.output, LOCKED)
+
+    @contextlib.contextmanager
+    def _holding_output(self) -> Iterator[None]:
+        """The main process holds the output's lock for the whole run (a second `train` into it is refused in one
+        line naming this process), checks again under it what __init__ checked without it (another run may have
+        written here meanwhile), and writes a probe file: an output that cannot be written is refused before the
+        first step. The other processes never write into the output."""
+        with contextlib.ExitStack() as stack:
+            def lock_and_check() -> None:
+                try:
+                    try:
+                        stack.enter_context(folder_lock(self.output, LOCKED))
+                        self._check_output()
+                        if self.resume and latest_checkpoint(self.output) != self._restored_from:
+                            raise BadInputError(f"--output {self.output} changed while this run was loading (another "
+                                                "run wrote a checkpoint there); run the command again")
+                        self._probe_writable()
+                    except OSError as exc:  # a full disk can fail the lock file's pid as well as the probe
+                        raise BadInputError(f"cannot write --output {self.output} ({exc.strerror or exc}); nothing "
+                                            "was trained: free space or choose a writable folder") from exc
+                except BaseException:
+                    stack.close()  # the lock is not kept by a run that will not write
+                    raise
+
+            self._agree(lock_and_check)
+            yield
+
+    def _probe_writable(self) -> None:
+        """Create, fill, fsync and remove a small file: permissions, a read-only mount and a full disk all fail
+        here, before the first step, rather than at the first checkpoint."""
+        probe = self.output / f".rpo-bench-write-test.{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"rpo-bench checks that this folder can be written\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    @contextlib.contextmanager
+    def _writing(self, target: Path) -> Iterator[None]:
+        """A failed write into the output (a full disk mid-run) is one line naming what could not be written and
+        the checkpoint a --resume continues from; a checkpoint's own failure already says both."""
+        try:
+            yield
+        except CheckpointWriteError:
+            raise
+        except Exception as exc:
+            # torch.save wraps the OSError in a RuntimeError, safetensors in its own error quoting it; anything
+            # else is a bug and keeps its traceback
+            failed_write = isinstance(exc, OSError) or (
+                isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError)) or (
+                type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc))
+            if not failed_write:
+                raise
+            last = latest_checkpoint(self.output)
+            raise OutputWriteError(f"cannot write {target}: {write_failure_reason(exc)}; the last good checkpoint is "
+                                   f"{last or 'none (no step saved yet)'}. Free space (or make the folder writable), "
+                                   "then run the same command with --resume") from exc
 
     def _loop(self, start: int) -> list[dict[str, float]]:
         from rpo_bench.progress import progress_bar
@@ -402,7 +517,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             from rpo_bench.training.output import save_output
 
-            save_output(self, steps_done, folder=self.output / SNAPSHOTS / f"step-{steps_done}")
+            folder = self.output / SNAPSHOTS / f"step-{steps_done}"
+            with self._writing(folder):
+                save_output(self, steps_done, folder=folder)
         self.accelerator.wait_for_everyone()
 
     # -- held-out pairs -------------------------------------------------------------------------------------
@@ -505,9 +622,15 @@ class Trainer:
             accelerator.print(format_diagnostics(record))
 
     def _append_log_line(self, record: dict[str, float]) -> None:
-        self.output.mkdir(parents=True, exist_ok=True)
-        with open(self.output / LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """The whole log rewritten atomically: a kill mid-write leaves the log without this line, never a torn
+        one (a few kB per step, next to a step's seconds of compute)."""
+        self._log_lines.append(json.dumps(record) + "\n")
+        self._write_log()
+
+    def _write_log(self) -> None:
+        path = self.output / LOG_FILE
+        with self._writing(path):
+            atomic_write(path, "".join(self._log_lines))
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def _checkpoint(self, steps_done: int) -> None:
@@ -525,8 +648,9 @@ class Trainer:
                                  "lr_scheduler": self.lr_scheduler.state_dict(),
                                  "grad_scaler": scaler.state_dict() if scaler is not None else None}
         weights = {name: p for name, p in unet.named_parameters() if p.requires_grad}
-        write_checkpoint(self.output / CHECKPOINTS / f"step-{steps_done}", state, weights,
-                         self.optimizer.state_dict(), self.config.checkpoints_keep)
+        folder = self.output / CHECKPOINTS / f"step-{steps_done}"
+        with self._writing(folder):
+            write_checkpoint(folder, state, weights, self.optimizer.state_dict(), self.config.checkpoints_keep)
         self._last_checkpoint = steps_done
 
     def _restore(self) -> int:
@@ -534,6 +658,7 @@ class Trainer:
         if folder is None:
             return 0  # nothing to resume: start from scratch (an interrupted run before its first checkpoint)
         checkpoint = read_checkpoint(folder)  # __init__ checked its step and config
+        self._restored_from = folder
         if checkpoint.state.get("data") != self.data.fingerprint:
             raise BadInputError(f"cannot resume {self.output}: the preference data changed since it was made")
         load_weights(self.accelerator.unwrap_model(self.unet), checkpoint.weights, folder)
@@ -545,19 +670,18 @@ class Trainer:
         except (KeyError, ValueError, TypeError) as exc:
             raise BadInputError(f"checkpoint {folder} does not fit this run's optimizer or schedule "
                                 f"({type(exc).__name__}: {exc})") from exc
-        self._truncate_log(checkpoint.step)
         self._last_checkpoint = checkpoint.step
         return checkpoint.step
 
     def _truncate_log(self, steps_done: int) -> None:
-        """Drop log lines of steps after `steps_done`: they are replayed."""
+        """Keep the log lines of steps up to `steps_done`; later ones are replayed. Called under the lock."""
         log_file = self.output / LOG_FILE
         if not self.accelerator.is_main_process or not log_file.is_file():
             return
-        lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if _logged_step(line) <= steps_done]
-        tmp = log_file.with_name(f".{LOG_FILE}.{os.getpid()}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, log_file)
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+        self._log_lines = [line + "\n" for line in text.splitlines() if _logged_step(line) <= steps_done]
+        if len(self._log_lines) != len(text.splitlines()):
+            self._write_log()
 
 
 def _logged_step(line: str) -> float:

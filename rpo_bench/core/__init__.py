@@ -1,0 +1,1 @@
+"""What every stage of rpo-bench stands on: atomic file writes, fingerprints, locks. Imports nothing above it."""
