@@ -102,6 +102,17 @@ BENCHMARKS = (
               {"cpu": ["--repeats", "3"], "cpu-quick": ["--repeats", "1"], "cuda": ["--repeats", "3"],
                "cuda-quick": ["--repeats", "1"]},
               {"cpu": 300, "cpu-quick": 180, "cuda": 300, "cuda-quick": 180}),
+    # The evaluate half checks out the code before E9 (--before, default c1f45d9) into its temporary home; at full
+    # size its two cold runs (10,000 micro-base images each) are most of the time.
+    Benchmark("integrity", "bench_integrity.py",
+              "E9's cost: warm re-run of evaluate over 10,000 cached images before vs after; atomic checkpoint "
+              "and text writes vs plain writes", "warm after / before <= 1.5, warm / cold <= 0.05",
+              {"cpu": [], "cpu-quick": ["--prompts", "100", "--seeds", "5", "--repeats", "3", "--save-repeats", "5",
+                                        "--text-repeats", "30"],
+               "cuda": ["--threads", "0"],
+               "cuda-quick": ["--threads", "0", "--prompts", "100", "--seeds", "5", "--repeats", "3",
+                              "--save-repeats", "5", "--text-repeats", "30"]},
+              {"cpu": 2400, "cpu-quick": 300, "cuda": 900, "cuda-quick": 300}),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
