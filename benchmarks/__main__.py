@@ -113,6 +113,13 @@ BENCHMARKS = (
                "cuda-quick": ["--threads", "0", "--prompts", "100", "--seeds", "5", "--repeats", "3",
                               "--save-repeats", "5", "--text-repeats", "30"]},
               {"cpu": 2400, "cpu-quick": 300, "cuda": 900, "cuda-quick": 300}),
+    # E10's cost: the code before the package layout (--before, default E9's last commit) in a temporary worktree.
+    Benchmark("startup", "bench_startup.py",
+              "`rpo-bench --help`, `rpo-bench evaluate --help` wall time and `import rpo_bench` import time, before "
+              "vs after E10's package layout", "help after / before <= 1.1",
+              {"cpu": ["--repeats", "10"], "cpu-quick": ["--repeats", "3"], "cuda": ["--repeats", "10"],
+               "cuda-quick": ["--repeats", "3"]},
+              {"cpu": 300, "cpu-quick": 120, "cuda": 300, "cuda-quick": 120}),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

@@ -47,11 +47,11 @@ from benchmarks.common import (  # noqa: E402
     sd15_pipeline,
     sdxl_pipeline,
 )
-from rpo_bench.generate import GenerationItem, generate_batches  # noqa: E402
+from rpo_bench.evaluation.generate import GenerationItem, generate_batches  # noqa: E402
+from rpo_bench.evaluation.prompts import load_prompt_set  # noqa: E402
+from rpo_bench.evaluation.protocols import PROTOCOLS  # noqa: E402
 from rpo_bench.models.catalog import resolve_model  # noqa: E402
 from rpo_bench.models.loader import load_pipeline  # noqa: E402
-from rpo_bench.prompts import load_prompt_set  # noqa: E402
-from rpo_bench.protocols import PROTOCOLS  # noqa: E402
 
 BATCH_SIZES = (8, 16)
 TARGET = 2.0

@@ -29,9 +29,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
 from benchmarks.common import add_common_options, positive, row, run_script  # noqa: E402
-from rpo_bench.evaluate import EvaluateConfig, evaluate  # noqa: E402
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate  # noqa: E402
 from rpo_bench.models.catalog import resolve_model  # noqa: E402
-from rpo_bench.models.loader import tiny_models_dir  # noqa: E402
+from rpo_bench.models.location import tiny_models_dir  # noqa: E402
 from rpo_bench.models.tiny import ensure_tiny_model  # noqa: E402
 
 MODELS = ("tiny-sd15", "tiny-sd15-alt")

@@ -82,7 +82,7 @@ def child_evaluate(argv: list[str]) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     import rpo_bench
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 
     root = Path(args.root).resolve()
     source = Path(rpo_bench.__file__).resolve()
@@ -143,9 +143,9 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks.common` when run as a file
-from benchmarks.common import add_common_options, positive, row, run_script  # noqa: E402
+from benchmarks.common import add_common_options, checkout_before, positive, row, run_script  # noqa: E402
 from rpo_bench.core.atomic import atomic_write  # noqa: E402
-from rpo_bench.prompts import load_prompt_set  # noqa: E402
+from rpo_bench.evaluation.prompts import load_prompt_set  # noqa: E402
 from rpo_bench.training.checkpoint import (  # noqa: E402
     CHECKPOINT_FORMAT,
     OPTIMIZER_FILE,
@@ -189,39 +189,6 @@ def prompt_file(first: int, path: Path, skip: int = 0) -> Path:
     path.write_text("".join(json.dumps({"prompt": p.text, "category": p.category}) + "\n" for p in prompts),
                     encoding="utf-8")
     return path
-
-
-def _git(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess | None:
-    try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def checkout_before(ref: str, where: Path) -> tuple[Path | None, str, object]:
-    """A detached worktree of `ref` at `where`, or None and why not; and the function that removes it."""
-    top = _git("rev-parse", "--show-toplevel")
-    if top is None or top.returncode != 0:
-        return None, "git is not available or this is not a git checkout", lambda: None
-    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    if commit is None or commit.returncode != 0:
-        return None, f"ref {ref!r} is not in this repository", lambda: None
-    added = _git("worktree", "add", "--detach", str(where), commit.stdout.strip())
-    if added is None or added.returncode != 0:
-        return None, f"git worktree add failed: {(added.stderr if added else '').strip()[:200]}", lambda: None
-    removed = []
-
-    def remove() -> None:
-        if removed:
-            return
-        removed.append(True)
-        done = _git("worktree", "remove", "--force", str(where))
-        if done is None or done.returncode != 0:  # its folder goes with the home; git's record of it with prune
-            shutil.rmtree(where, ignore_errors=True)
-            _git("worktree", "prune")
-
-    atexit.register(remove)  # also on an error; runs before the home's removal (atexit: last in, first out)
-    return where, commit.stdout.strip(), remove
 
 
 class Child:
@@ -528,7 +495,7 @@ def text_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from rpo_bench.errors import BadInputError
+    from rpo_bench.core.errors import BadInputError
 
     for name in ("--prompts", "--seeds", "--repeats", "--save-repeats", "--text-repeats"):
         positive(name, getattr(args, name[2:].replace("-", "_")))

@@ -44,9 +44,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
 from benchmarks.common import add_common_options, positive, row, run_script, synchronize, time_losses  # noqa: E402
-from rpo_bench.micro.preferences import DEFAULTS, build_micro_pickapic  # noqa: E402
-from rpo_bench.prompts import load_prompt_set  # noqa: E402
+from rpo_bench.evaluation.prompts import load_prompt_set  # noqa: E402
 from rpo_bench.training.config import build_config  # noqa: E402
+from rpo_bench.training.micro_pickapic import DEFAULTS, build_micro_pickapic  # noqa: E402
 from rpo_bench.training.trainer import Trainer  # noqa: E402
 
 MODEL = "micro-base"
@@ -73,7 +73,7 @@ def timed_build(out_dir: Path, prompts: Path, device: str, **settings) -> tuple[
 
 
 def preference_rows(first: int, device: str) -> tuple[list[dict], Path, int]:
-    from rpo_bench.errors import BadInputError
+    from rpo_bench.core.errors import BadInputError
 
     available = len(load_prompt_set(DEFAULTS["prompts"]).prompts)
     if first >= available:  # before anything runs

@@ -3,9 +3,9 @@ seeds x 5 metrics, one protocol), written directly with ResultsStore (seeded ran
 image files, so the HTML grid shows missing cells).
 
 1. markdown: `build_report` (reading the store, every section's bootstraps) + `render_markdown`. Target: under 5 s.
-2. HTML: `build_report` + `rpo_bench.report_html.render_html`. Target: under 30 s (not timed when the module is
+2. HTML: `build_report` + `rpo_bench.reporting.html.render_html`. Target: under 30 s (not timed when the module is
    missing).
-3. Information: the JSON and CSV exports of the built report (rpo_bench.report_export), and markdown with
+3. Information: the JSON and CSV exports of the built report (reporting.json_export, csv_export), and markdown with
    `--by category` (4 categories: 5 times the bootstraps).
 
 Each is repeated (`--repeats`, median reported); the targets are absolute times on the 2-core development machine,
@@ -81,7 +81,7 @@ def build_store(path: Path, n_models: int, prompts: int, seeds: int, n_metrics: 
     """Scores = model effect + prompt difficulty + noise (seeded), so comparisons and intervals are realistic."""
     import numpy as np
 
-    from rpo_bench.store import PromptSetRecord, ResultsStore
+    from rpo_bench.evaluation.store import PromptSetRecord, ResultsStore
 
     rng = np.random.default_rng(0)
     models = [f"model-{i}" for i in range(n_models)]
@@ -117,9 +117,9 @@ def _times(work: Callable[[], object], repeats: int) -> list[float]:
 
 
 def _html_renderer() -> Callable | None:
-    """render_html if rpo_bench.report_html exists (it is written separately from this benchmark)."""
+    """render_html if rpo_bench.reporting.html exists (it is written separately from this benchmark)."""
     try:
-        from rpo_bench.report_html import render_html
+        from rpo_bench.reporting.html import render_html
     except ImportError:
         return None
     return render_html
@@ -136,8 +136,10 @@ def _info_row(what: str, seconds: list[float]) -> dict:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from rpo_bench.report import build_report, render_markdown
-    from rpo_bench.report_export import export_csv, export_json
+    from rpo_bench.reporting.csv_export import export_csv
+    from rpo_bench.reporting.json_export import export_json
+    from rpo_bench.reporting.markdown import render_markdown
+    from rpo_bench.reporting.report import build_report
 
     sizes = [positive(f"--{name}", getattr(args, name)) for name in ("models", "prompts", "seeds", "metrics")]
     repeats = positive("--repeats", args.repeats)
@@ -152,8 +154,8 @@ def main(args: argparse.Namespace) -> list[dict]:
                         MARKDOWN_TARGET_S)]
     render_html = _html_renderer()
     if render_html is None:
-        print("  HTML not timed: rpo_bench.report_html is missing")
-        rows.append(row(f"report HTML, {size}: not timed (rpo_bench.report_html is missing)", None, "s"))
+        print("  HTML not timed: rpo_bench.reporting.html is missing")
+        rows.append(row(f"report HTML, {size}: not timed (rpo_bench.reporting.html is missing)", None, "s"))
     else:
         rows.append(_target_row(f"report HTML, {size}", _times(lambda: render_html(build_report(path)), repeats),
                                 HTML_TARGET_S))

@@ -40,7 +40,7 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
 from benchmarks.common import add_common_options, build_on, dtype_for, positive, row, run_script  # noqa: E402
 from benchmarks.common import synchronize as _sync  # noqa: E402
-from rpo_bench.errors import BadInputError  # noqa: E402
+from rpo_bench.core.errors import BadInputError  # noqa: E402
 from rpo_bench.metrics import make_metric  # noqa: E402
 
 SCORERS = ("hpsv2", "pickscore", "imagereward", "aesthetic")

@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from rpo_bench.styles import get_style, style_home
+    from rpo_bench.style.registry import get_style, style_home
 
     style = get_style(args.style)
     out = HOME / "runs" / f"{style.name}-rpo"

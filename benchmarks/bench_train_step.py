@@ -103,7 +103,7 @@ def make_preference_data() -> tuple[Path, int]:
                          mode="best-worst", show_progress=False)
     if summary["pairs"] < PAIRS:  # a tied score drops a prompt: add prompts so a micro-batch has no repeats
         print(f"  make_pairs: smoke gives {summary['pairs']} pairs (< {PAIRS}); adding {len(EXTRA_PROMPTS)} prompts")
-        from rpo_bench.prompts import load_prompt_set
+        from rpo_bench.evaluation.prompts import load_prompt_set
 
         prompt_file = HOME / "prompts.txt"
         texts = [p.text for p in load_prompt_set("smoke").prompts] + list(EXTRA_PROMPTS)

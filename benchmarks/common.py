@@ -7,8 +7,11 @@ Importing this module imports neither torch nor rpo_bench, so a script can set R
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,7 +31,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def check_device(name: str) -> str:
     """The device a benchmark measures; cuda must be there, since a silent fallback would mislabel results."""
-    from rpo_bench.errors import BadInputError
+    from rpo_bench.core.errors import BadInputError
 
     if name not in DEVICES:
         raise BadInputError(f"--device {name!r} is not a benchmark device; accepted: {', '.join(DEVICES)}")
@@ -56,7 +59,7 @@ def synchronize(device: str) -> None:
 
 
 def positive(name: str, value: int) -> int:
-    from rpo_bench.errors import BadInputError
+    from rpo_bench.core.errors import BadInputError
 
     if value < 1:
         raise BadInputError(f"{name} {value}: must be a whole number >= 1")
@@ -101,7 +104,7 @@ def write_json_atomically(path: Path, payload: Any) -> None:
 def run_script(main: Callable[[argparse.Namespace], list[dict]], parser: argparse.ArgumentParser,
                argv: list[str] | None = None) -> int:
     """Parse, run, write --json; bad input prints one `error:` line and exits 2, as the rpo-bench CLI does."""
-    from rpo_bench.errors import RpoBenchError
+    from rpo_bench.core.errors import RpoBenchError
 
     args = parser.parse_args(argv)
     try:
@@ -288,3 +291,40 @@ def print_wall_time_rows(rows: list[dict]) -> None:
     for r in rows:
         shown = f"{r['value']:.3f} (target {r['target']})" if r["unit"] == "ratio" else f"{r['value']:.1f} s"
         print(f"  {r['what']}: {shown}")
+
+
+# -- the code before a change, side by side with the code after it ------------------------------------------------
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str, cwd: Path = REPOSITORY) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def checkout_before(ref: str, where: Path) -> tuple[Path | None, str, object]:
+    """A detached worktree of `ref` at `where`, or None and why not; and the function that removes it."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or top.returncode != 0:
+        return None, "git is not available or this is not a git checkout", lambda: None
+    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if commit is None or commit.returncode != 0:
+        return None, f"ref {ref!r} is not in this repository", lambda: None
+    added = _git("worktree", "add", "--detach", str(where), commit.stdout.strip())
+    if added is None or added.returncode != 0:
+        return None, f"git worktree add failed: {(added.stderr if added else '').strip()[:200]}", lambda: None
+    removed = []
+
+    def remove() -> None:
+        if removed:
+            return
+        removed.append(True)
+        done = _git("worktree", "remove", "--force", str(where))
+        if done is None or done.returncode != 0:  # its folder goes with the home; git's record of it with prune
+            shutil.rmtree(where, ignore_errors=True)
+            _git("worktree", "prune")
+
+    atexit.register(remove)  # also on an error; runs before the home's removal (atexit: last in, first out)
+    return where, commit.stdout.strip(), remove

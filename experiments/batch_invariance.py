@@ -30,11 +30,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rpo_bench.generate import GenerationItem, generate_batches  # noqa: E402
+from rpo_bench.evaluation.generate import GenerationItem, generate_batches  # noqa: E402
+from rpo_bench.evaluation.prompts import load_prompt_set  # noqa: E402
+from rpo_bench.evaluation.protocols import PROTOCOLS  # noqa: E402
 from rpo_bench.models.catalog import resolve_model  # noqa: E402
 from rpo_bench.models.loader import load_pipeline  # noqa: E402
-from rpo_bench.prompts import load_prompt_set  # noqa: E402
-from rpo_bench.protocols import PROTOCOLS  # noqa: E402
 
 PROMPTS = {"micro-base": "micro-test"}  # the micro world's held-out prompts; the tiny models: the tests' smoke set
 

@@ -3,7 +3,7 @@
 For the images of a `micro compare --style` store, and for each feature set of a micro CLIP's vision tower, this
 prints two agreements with the judge's "in style" call (probability above one half): the probe fitted as
 `style-prob` is (references against micro-base's images of their captions), and the ceiling (a probe fitted on the
-judge's own calls, scored on prompts it did not see; rpo_bench/micro/probe_ceiling.py).
+judge's own calls, scored on prompts it did not see; rpo_bench/workflows/probe_ceiling.py).
 
     python experiments/probe_features.py --store runs/style-micro-sketch/results.sqlite --style micro-sketch
     python experiments/probe_features.py ... --clip clip-styled --train-clip 0.5   # a CLIP with more style captions
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rpo_bench.micro.probe_ceiling import cross_validated_agreement, judged_images, prompt_folds
+from rpo_bench.workflows.probe_ceiling import cross_validated_agreement, judged_images, prompt_folds
 
 MICRO_CLIP = Path(__file__).resolve().parents[1] / "rpo_bench" / "micro" / "assets" / "micro-clip"
 
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from transformers import CLIPModel
 
-    from rpo_bench.evaluate import default_image_cache
-    from rpo_bench.image_cache import ImageCache
-    from rpo_bench.style_data import base_images_for_references
-    from rpo_bench.style_probe import fit_logistic, probabilities
-    from rpo_bench.styles import get_style, reference_images
+    from rpo_bench.core.config import default_image_cache
+    from rpo_bench.evaluation.image_cache import ImageCache
+    from rpo_bench.style.probe import fit_logistic, probabilities
+    from rpo_bench.style.registry import get_style, reference_images
+    from rpo_bench.training.style_pairs import base_images_for_references
 
     torch.set_num_threads(1)
     if args.train_clip is not None and not (args.clip / "config.json").is_file():

@@ -21,6 +21,6 @@ def rpo_home(session_home, monkeypatch):
     """Every test sees the same session home (built tiny models are reused) and re-reads user registries."""
     monkeypatch.setenv("RPO_BENCH_HOME", str(session_home))
     yield session_home
-    from rpo_bench.registry import reset_all_user_entries
+    from rpo_bench.core.registry import reset_all_user_entries
 
     reset_all_user_entries()

@@ -144,7 +144,7 @@ def test_new_files_are_readable_by_others(tmp_path):
 
 @pytest.mark.parametrize("blocker", ["folder", "file"])
 def test_a_refused_write_is_one_line_and_leaves_the_old_file(tmp_path, blocker):
-    from rpo_bench.errors import BadInputError
+    from rpo_bench.core.errors import BadInputError
 
     target = atomic_write(tmp_path / "report.md", "old\n")
     if blocker == "folder":  # the folder cannot take the temporary file: a path below a regular file

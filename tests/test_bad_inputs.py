@@ -594,7 +594,7 @@ def not_a_store(ws: Workspace) -> None:
 @setup
 def small_store(ws: Workspace) -> None:
     """`s.sqlite`, a results store with tiny-clip scores of tiny-sd15 and tiny-sd15-alt (rows written directly)"""
-    from rpo_bench.store import SCHEMA, SCHEMA_VERSION
+    from rpo_bench.evaluation.store_schema import SCHEMA, SCHEMA_VERSION
 
     with contextlib.closing(sqlite3.connect(ws.tmp / "s.sqlite")) as db:
         db.executescript(SCHEMA)
@@ -1074,7 +1074,7 @@ def _store_rows(store: Path) -> int:
 
 
 def _reset_registries() -> None:
-    from rpo_bench.registry import reset_all_user_entries
+    from rpo_bench.core.registry import reset_all_user_entries
 
     reset_all_user_entries()
 

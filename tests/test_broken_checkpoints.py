@@ -18,11 +18,12 @@ import pytest
 import torch
 
 from rpo_bench.cli import main
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.tiny_scorers import ensure_tiny_scorer
 from rpo_bench.models.catalog import MODELS
-from rpo_bench.models.loader import base_location, load_pipeline, model_fingerprint
+from rpo_bench.models.loader import load_pipeline, model_fingerprint
+from rpo_bench.models.location import base_location
 from rpo_bench.models.spec import ModelSpec
 
 

@@ -16,12 +16,13 @@ import torch
 from PIL import Image
 
 from rpo_bench.cli import main
-from rpo_bench.config import safe_child, writable_dir
-from rpo_bench.errors import BadInputError
-from rpo_bench.evaluate import MAX_SEED, EvaluateConfig, evaluate, parse_seeds
-from rpo_bench.image_cache import ImageCache
+from rpo_bench.core.config import safe_child, writable_dir
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.image_cache import ImageCache
+from rpo_bench.evaluation.seeds import MAX_SEED, parse_seeds
+from rpo_bench.evaluation.store import ResultsStore
 from rpo_bench.models.tiny import ensure_tiny_model
-from rpo_bench.store import ResultsStore
 from rpo_bench.training.embeddings import EmbeddingCache
 from tests.test_evaluate import _store_content
 
@@ -83,7 +84,7 @@ def test_evaluate_rebuilds_damaged_cached_images_and_replaces_their_scores(tmp_p
     db.commit()
     db.close()
 
-    with caplog.at_level(logging.WARNING, logger="rpo_bench.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="rpo_bench.evaluation.evaluate"):
         assert main(_evaluate_args(tmp_path)) == 0
     assert "Traceback" not in capsys.readouterr().err
     rebuilt = [r.getMessage() for r in caplog.records if "no longer matched their sha256" in r.getMessage()]
@@ -286,7 +287,7 @@ def test_a_broken_model_folder_leaves_no_run_row(tmp_path, capsys):
 
 
 def test_a_load_that_fails_after_the_store_is_open_leaves_no_run_row(tmp_path, capsys, monkeypatch):
-    import rpo_bench.evaluate as evaluate_module
+    import rpo_bench.evaluation.evaluate as evaluate_module
 
     def fail_to_load(spec, **kwargs):  # what a load that runs out of memory looks like to evaluate
         raise BadInputError(f"model {spec.name!r} cannot be loaded")

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.evaluation.prompts import PROMPT_SETS, load_prompt_set
+from rpo_bench.evaluation.protocols import PROTOCOLS, SAMPLERS, protocol_from_table
 from rpo_bench.metrics import METRICS, example_spec, make_metric
 from rpo_bench.models.catalog import MODELS
 from rpo_bench.models.loader import load_pipeline, model_fingerprint
 from rpo_bench.models.spec import FAMILIES, spec_from_table
-from rpo_bench.prompts import PROMPT_SETS, load_prompt_set
-from rpo_bench.protocols import PROTOCOLS, SAMPLERS, protocol_from_table
 
 REAL_MODELS = {"sd15-base", "sd15-dpo", "sdxl-base", "sdxl-dpo"}
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from rpo_bench.cli import main, printable
 from rpo_bench.cli.app import _RESUME_HINTS
 from rpo_bench.cli.console import console
-from rpo_bench.errors import RpoBenchError
+from rpo_bench.core.errors import RpoBenchError
 from rpo_bench.metrics import parse_metric_list
 
 
@@ -65,7 +65,7 @@ def test_interrupted_command_returns_130_with_what_is_kept(capsys, monkeypatch, 
     def interrupted(config):
         raise raised()
 
-    monkeypatch.setattr("rpo_bench.evaluate.evaluate", interrupted)
+    monkeypatch.setattr("rpo_bench.evaluation.evaluate.evaluate", interrupted)
     code, out, err = _run(capsys, "evaluate", "--models", "tiny-sd15", "--metrics", "tiny-clip")
     assert code == 130
     assert _one_clean_line(err, out) == f"interrupted: {_RESUME_HINTS['evaluate']}"
@@ -85,7 +85,7 @@ def test_debug_shows_where_an_interrupt_stopped(capsys, monkeypatch):
     def interrupted(config):
         signal.raise_signal(signal.SIGINT)  # a real SIGINT, through the handler --debug installs
 
-    monkeypatch.setattr("rpo_bench.evaluate.evaluate", interrupted)
+    monkeypatch.setattr("rpo_bench.evaluation.evaluate.evaluate", interrupted)
     previous = signal.getsignal(signal.SIGINT)
     code, _, err = _run(capsys, "evaluate", "--debug", "--models", "tiny-sd15", "--metrics", "tiny-clip")
     assert code == 130

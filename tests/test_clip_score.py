@@ -94,7 +94,7 @@ def test_open_clip_backbone_from_a_local_checkpoint(tmp_path):
 
 
 def test_open_clip_without_pretrained_weights_is_refused():
-    from rpo_bench.errors import BadInputError
+    from rpo_bench.core.errors import BadInputError
 
     with pytest.raises(BadInputError, match="ARCH/PRETRAINED"):
         _ = make_metric("clip:open_clip:ViT-B-32").version

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rpo_bench.errors import BadInputError, MissingWeightsError, UnknownNameError
+from rpo_bench.core.errors import BadInputError, MissingWeightsError, UnknownNameError
 from rpo_bench.metrics import example_spec, make_metric
-from rpo_bench.metrics.csd import (
+from rpo_bench.style.csd import (
     ARCH_CONFIG_FILE,
     CSD_FILE,
     CsdScore,
@@ -116,7 +116,7 @@ def test_official_layout_matches_the_reference_forward(tmp_path, ddp_prefix):
 
 def test_the_vit_l_tower_has_exactly_the_official_names_and_shapes(tmp_path):
     """The released file's keys, as loaded strict by the maintainers' CSD_CLIP (ViT-L/14, 1024 -> 768)."""
-    from rpo_bench.metrics.csd import CsdStyleModel, vision_config
+    from rpo_bench.style.csd import CsdStyleModel, vision_config
 
     embed_dim, vision_cfg = vision_config(tmp_path / CSD_FILE, "csd")  # no config beside: open_clip's ViT-L-14
     with torch.device("meta"):
@@ -196,7 +196,7 @@ def _stripes(hue: int, phase: int) -> Image.Image:
 @pytest.fixture
 def style_home(tmp_path, monkeypatch):
     """A user style `csdtest` whose 20 references are a folder of stripe images."""
-    from rpo_bench.styles import STYLES
+    from rpo_bench.style.registry import STYLES
 
     refs = tmp_path / "refs"
     refs.mkdir()

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from rpo_bench.image_cache import ImageCache
+from rpo_bench.evaluation.image_cache import ImageCache
 from tests.test_generate import MAX_PIXEL_DIFFERENCE
 
 ARGS = ["evaluate", "--models", "tiny-sd15,tiny-sdxl", "--prompts", "smoke", "--metrics", "tiny-clip",

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rpo_bench.download import download, plan_downloads
-from rpo_bench.entry_files import DownloadError, hub_files_for, missing_file_message
-from rpo_bench.errors import MissingWeightsError, UnknownNameError
-from rpo_bench.hub_files import HubFiles
+from rpo_bench.core.errors import MissingWeightsError, UnknownNameError
+from rpo_bench.hub.availability import missing_file_message
+from rpo_bench.hub.hub_files import DownloadError, HubFiles
 from rpo_bench.metrics.base import Metric
+from rpo_bench.workflows.download import download, plan_downloads
+from rpo_bench.workflows.entries import hub_files_for
 from tests.hub_server import FakeHub, FakeRepo
 
 
@@ -93,7 +94,7 @@ class PinnedScorer(Metric):
 
 
 def _reset_registries() -> None:
-    from rpo_bench.registry import reset_all_user_entries
+    from rpo_bench.core.registry import reset_all_user_entries
 
     reset_all_user_entries()
 
@@ -116,8 +117,7 @@ def hub(tmp_path, monkeypatch, home):
     HF_HUB_OFFLINE once at import (tests/conftest.py imports it offline), so its constants are patched too."""
     from huggingface_hub import constants
 
-    from rpo_bench import hub_preflight
-
+    from rpo_bench.hub import availability as hub_preflight
     server = FakeHub().start()
     server.add(FakeRepo("me/fake-sd", PIPELINE_WANTED | PIPELINE_UNWANTED))
     server.add(FakeRepo("me/fake-scorer", dict(SCORER_FILES)))
@@ -173,7 +173,7 @@ def test_models_need_the_pipeline_files_minus_overrides_and_tiny_or_local_models
 
 
 def test_prompt_sets_and_metrics_declare_their_files():
-    from rpo_bench.entry_files import entry_files
+    from rpo_bench.workflows.entries import entry_files
 
     (files,) = hub_files_for("hpsv2-bench")
     assert (files.repo, files.repo_type) == ("zhwang/HPDv2", "dataset") and len(files.patterns) == 4
@@ -286,7 +286,7 @@ def test_an_interrupted_download_is_continued_with_a_range_request(hub, tmp_path
 
 
 def test_a_dataset_prompt_set_is_fetched_and_then_works_offline(hub, monkeypatch):
-    from rpo_bench.prompts import load_prompt_set
+    from rpo_bench.evaluation.prompts import load_prompt_set
 
     (result,) = download(["fake-prompts"], progress=False)
     assert result.prompts == 3 and result.repos[0].files.repo_type == "dataset"
@@ -297,7 +297,7 @@ def test_a_dataset_prompt_set_is_fetched_and_then_works_offline(hub, monkeypatch
 
 
 def test_a_split_prompt_set_is_fetched_by_the_existing_loader(hub, monkeypatch):
-    import rpo_bench.prompts as prompts_module
+    import rpo_bench.evaluation.prompts as prompts_module
 
     fetched = []
     monkeypatch.setattr(prompts_module, "_fetch_hub_prompts",
@@ -311,7 +311,7 @@ def test_a_style_download_fetches_its_clip_and_keeps_its_references(hub, home, c
     """A Hub-dataset style: its CLIP's files come from the Hub; references already streamed are counted, not
     fetched again (the datasets library's streaming needs the real Hub)."""
     from rpo_bench.metrics.clip_score import HF_CLIP_FILES
-    from rpo_bench.styles import CAPTIONS_FILE, dataset_folder, get_style
+    from rpo_bench.style.registry import CAPTIONS_FILE, dataset_folder, get_style
 
     hub.add(FakeRepo("me/fake-clip", {name: _blob(20 + i, 1_000) for i, name in enumerate(HF_CLIP_FILES)}))
     (home / "registry.toml").write_text(REGISTRY + '\n[styles.fake-art]\ndataset = "me/fake-art"\nprompts = "smoke"\n'
@@ -343,9 +343,9 @@ def _reference_images(folder: Path, count: int) -> None:
 
 # -- offline ------------------------------------------------------------------------------------------------------
 def test_offline_download_needs_the_network_and_missing_files_name_the_command(home, monkeypatch):
+    from rpo_bench.evaluation.prompts import load_prompt_set
     from rpo_bench.models.catalog import MODELS
     from rpo_bench.models.loader import model_fingerprint
-    from rpo_bench.prompts import load_prompt_set
 
     with pytest.raises(DownloadError, match="needs the network and HF_HUB_OFFLINE is set") as info:
         download(["fake-sd"], progress=False)
@@ -362,7 +362,7 @@ def test_offline_download_needs_the_network_and_missing_files_name_the_command(h
 
 
 def test_a_missing_name_in_two_registries_gets_a_download_command_with_its_kind(home):
-    from rpo_bench.hub_preflight import require_fetchable
+    from rpo_bench.evaluation.preflight import require_fetchable
 
     with pytest.raises(MissingWeightsError) as info:
         require_fetchable(models=["smoke", "fake-sd"])  # smoke: a user model named like the built-in prompt set

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.metrics.clip_score import HFClipBackbone
 from rpo_bench.training import embeddings as embeddings_module
 from rpo_bench.training.data import load_preference_data

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.evaluate import EvaluateConfig, evaluate, parse_seeds
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.seeds import parse_seeds
 
 
 def _config(tmp_path: Path, **overrides) -> EvaluateConfig:

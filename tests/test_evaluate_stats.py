@@ -1,5 +1,6 @@
-"""evaluate's closing numbers: prompt-clustered means and paired comparisons with a baseline, equal to rpo_bench.stats
-computed directly from the store's rows; --baseline and --by category; byte-identical output run after run."""
+"""evaluate's closing numbers: prompt-clustered means and paired comparisons with a baseline, equal to
+rpo_bench.evaluation.stats computed directly from the store's rows; --baseline and --by category; byte-identical
+output run after run."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rpo_bench import stats
 from rpo_bench.cli import main, print_summary
-from rpo_bench.evaluate import EvaluateConfig, evaluate
-from rpo_bench.summary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoreTable, summarise_tables
+from rpo_bench.evaluation import stats
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.summary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoreTable, summarise_tables
 
 MODELS = ("tiny-sd15", "tiny-sd15-alt", "tiny-sd15-seed2")
 # A third tiny model, so that the Holm correction has two comparisons to adjust.

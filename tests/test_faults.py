@@ -63,8 +63,8 @@ def one_thread(session_home):
     import peft  # noqa: F401
 
     import rpo_bench.cli  # noqa: F401
-    import rpo_bench.download  # noqa: F401
     import rpo_bench.training.trainer  # noqa: F401
+    import rpo_bench.workflows.download  # noqa: F401
     from rpo_bench.metrics import make_metric
     from rpo_bench.models.catalog import resolve_model
     from rpo_bench.models.loader import load_pipeline
@@ -652,9 +652,9 @@ def _download_call(hub) -> Callable[[Path, Path, int], Callable[[], int]]:
             from huggingface_hub import constants
 
             from rpo_bench.cli import main
+            from rpo_bench.evaluation.prompts import PROMPT_SETS
             from rpo_bench.metrics import METRICS
             from rpo_bench.models.catalog import MODELS
-            from rpo_bench.prompts import PROMPT_SETS
 
             (home / "registry.toml").write_text(f'[models.fault-sd]\nfamily = "sd15"\nrepo = "{HUB_REPO}"\n')
             os.environ.update(RPO_BENCH_HOME=str(home), HF_ENDPOINT=hub.url, HF_HUB_CACHE=str(folder / "hf"))
@@ -720,7 +720,7 @@ def _die_writing(call: Callable[[], int | None], name: str, log: Path) -> int:
 
 
 def test_a_kill_while_rewriting_the_project_readme_leaves_it_whole_and_a_rerun_updates_it(tmp_path):
-    from rpo_bench.leaderboard import update_readme_block
+    from rpo_bench.workflows.leaderboard import update_readme_block
 
     readme = tmp_path / "README.md"
     original = "# project\n\nprose before\n<!-- leaderboard:micro -->\n| old |\n<!-- /leaderboard:micro -->\nafter\n"
@@ -736,7 +736,7 @@ def test_a_kill_while_rewriting_the_project_readme_leaves_it_whole_and_a_rerun_u
 
 @pytest.fixture
 def small_store(tmp_path):
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from rpo_bench.generate import GenerationItem, generate_batches, initial_latents
+from rpo_bench.evaluation.generate import GenerationItem, generate_batches, initial_latents
+from rpo_bench.evaluation.prompts import load_prompt_set
+from rpo_bench.evaluation.protocols import PROTOCOLS
 from rpo_bench.models.catalog import MODELS
 from rpo_bench.models.loader import load_pipeline
-from rpo_bench.prompts import load_prompt_set
-from rpo_bench.protocols import PROTOCOLS
 
 # Batched and one-at-a-time images start from the same noise, prompt and generator (tested exactly below) but are
 # not bit-identical: the CPU's conv and matmul kernels are chosen by tensor shape, so the networks differ in the

@@ -13,9 +13,13 @@ import pytest
 from PIL import Image
 
 from rpo_bench.cli import main
-from rpo_bench.errors import BadInputError
-from rpo_bench.evaluate import EvaluateConfig, evaluate
-from rpo_bench.grids import (
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.image_cache import ImageCache
+from rpo_bench.evaluation.store import ResultsStore
+from rpo_bench.evaluation.store_schema import IMAGE_COLUMNS, SAMPLE_COLUMNS
+from rpo_bench.micro.scenes import STYLES
+from rpo_bench.reporting.grids import (
     GAP,
     MISSING_FILL,
     PAD,
@@ -26,9 +30,6 @@ from rpo_bench.grids import (
     save_png,
     write_evaluate_grid,
 )
-from rpo_bench.image_cache import ImageCache
-from rpo_bench.micro.scenes import STYLES
-from rpo_bench.store import IMAGE_COLUMNS, SAMPLE_COLUMNS, ResultsStore
 
 
 def _checker(colour_a, colour_b, size: int = 32) -> Image.Image:

@@ -32,8 +32,7 @@ def unreachable_hub(monkeypatch, empty_hf_cache):
     """HF_ENDPOINT at a refusing port, online (tests/conftest.py sets HF_HUB_OFFLINE=1 for every other test)."""
     from huggingface_hub import constants
 
-    from rpo_bench import hub_preflight
-
+    from rpo_bench.hub import availability as hub_preflight
     endpoint = refusing_endpoint()
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rpo_bench.cli import main
-from rpo_bench.leaderboard import load_spec, work_dir
+from rpo_bench.workflows.leaderboard import load_spec, work_dir
 
 SPEC = """
 title = "tiny check"
@@ -153,8 +153,8 @@ def test_leaderboard_quick_string_is_refused_not_taken_as_true(tmp_path, capsys)
 
 
 def test_leaderboard_train_seeds_toml_list_is_accepted_like_text(tmp_path):
-    from rpo_bench.demo import command_line
-    from rpo_bench.leaderboard import demo_config
+    from rpo_bench.workflows.demo import command_line
+    from rpo_bench.workflows.leaderboard import demo_config
 
     root = _root(tmp_path, text='[demo]\ntrain_seeds = "0,1"\neval_seeds = "0-2"\nmethods = "dpo,rpo"\n',
                  lists='[demo]\ntrain_seeds = [0, 1]\neval_seeds = [0, 1, 2]\nmethods = ["dpo", "rpo"]\n')

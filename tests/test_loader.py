@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
 from rpo_bench.models.catalog import MODELS, resolve_model
-from rpo_bench.models.loader import base_location, load_pipeline, model_fingerprint
+from rpo_bench.models.loader import load_pipeline, model_fingerprint
+from rpo_bench.models.location import base_location
 from rpo_bench.models.spec import ModelSpec
 
 

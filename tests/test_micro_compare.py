@@ -1,5 +1,5 @@
 """`rpo-bench micro compare`: every method trained from micro-base on the same data, evaluated on held-out prompts,
-compared with paired statistics; the numbers must be the ones rpo_bench.stats gives on the stored scores."""
+compared with paired statistics; the numbers must be the ones rpo_bench.evaluation.stats gives on the stored scores."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sqlite3
 
 import pytest
 
-from rpo_bench import stats
 from rpo_bench.cli import main
-from rpo_bench.micro.compare import BASE, CompareConfig, run_comparison
+from rpo_bench.evaluation import stats
+from rpo_bench.workflows.compare import BASE, CompareConfig, run_comparison
 from tests.test_training import preference_folder  # noqa: F401 - the session's tiny preference pairs
 
 
@@ -75,7 +75,7 @@ def test_bad_settings_are_refused_before_any_folder_is_made(tmp_path, capsys):
 def test_style_compare_judges_style_beside_content_and_probe(tmp_path, monkeypatch, session_home):
     """--style: every run trains the style (reference pairs), the tables are the judge's style probability, then
     content (micro-oracle) and the probe, on the style's content prompts; probe agreement and a grid are written."""
-    from rpo_bench.styles import STYLES
+    from rpo_bench.style.registry import STYLES
 
     home = tmp_path / "home"
     home.mkdir()

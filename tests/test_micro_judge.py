@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.micro import MicroOracle, MicroStyle
 from rpo_bench.micro.degrade import DEGRADATIONS

@@ -15,17 +15,17 @@ import pytest
 from PIL import Image
 
 from rpo_bench.cli import main
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.metrics import make_metric
 from rpo_bench.micro.judge import ANALYTIC, MicroJudge, fresh_renders
-from rpo_bench.micro.preferences import (
+from rpo_bench.micro.scenes import scene_prompt
+from rpo_bench.training.micro_pickapic import (
     DEFAULTS,
     NAME,
     build_micro_pickapic,
     micro_pickapic_dir,
     resolve_preference_source,
 )
-from rpo_bench.micro.scenes import scene_prompt
 from rpo_bench.training.pairs import PairSettings, ScoredImage, _candidate_pairs, _pick_pairs
 
 PROMPTS = 8  # micro-train prompts in the small sets; k images each: a few seconds of micro-base on a CPU

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.micro import prompt_files
 from rpo_bench.micro.render import render, render_array, render_batch
 from rpo_bench.micro.scenes import (

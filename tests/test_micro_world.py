@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rpo_bench.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 from rpo_bench.models.catalog import MODELS
 from rpo_bench.models.loader import load_pipeline
 
@@ -41,7 +41,7 @@ def test_micro_base_follows_prompts_far_above_chance(micro_results):
 
 @pytest.mark.slow
 def test_preference_labels_agree_with_the_noiseless_judge_as_configured(tmp_path):
-    from rpo_bench.micro.preferences import build_micro_pickapic
+    from rpo_bench.training.micro_pickapic import build_micro_pickapic
 
     temperature = 0.1
     summary = build_micro_pickapic(tmp_path / "prefs", k=2, label_noise=temperature, show_progress=False)

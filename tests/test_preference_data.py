@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
 from rpo_bench.training.data import PAIRS_FILE, load_preference_data, write_preference_folder
 from rpo_bench.training.pairs import make_pairs
 

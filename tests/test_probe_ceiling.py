@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rpo_bench.micro.probe_ceiling import cross_validated_agreement, prompt_folds
+from rpo_bench.workflows.probe_ceiling import cross_validated_agreement, prompt_folds
 
 
 def test_folds_keep_each_prompt_together_and_ignore_order():

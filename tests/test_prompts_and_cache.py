@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rpo_bench.errors import BadInputError, MissingWeightsError
-from rpo_bench.image_cache import ImageCache, generation_key
-from rpo_bench.prompts import cached_prompts_path, load_prompt_set
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.evaluation.image_cache import ImageCache, generation_key
+from rpo_bench.evaluation.prompts import cached_prompts_path, load_prompt_set
 
 
 def test_txt_and_jsonl_files(tmp_path):

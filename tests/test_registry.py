@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from rpo_bench.errors import BadInputError, UnknownNameError
-from rpo_bench.registry import Registry
+from rpo_bench.core.errors import BadInputError, UnknownNameError
+from rpo_bench.core.registry import Registry
 
 
 def test_unknown_name_suggests_closest_matches():
@@ -106,7 +106,7 @@ def test_registry_toml_that_is_a_folder_is_refused_not_skipped(rpo_home):
     ("[things.mine\n", "registry.toml is not valid TOML: Expected ']'"),
 ])
 def test_registry_toml_wrong_value_types_name_file_and_key(rpo_home, text, fragment):
-    from rpo_bench.registry import INTEGER, check_table_keys, check_table_values
+    from rpo_bench.core.registry import INTEGER, check_table_keys, check_table_values
 
     def from_table(name, table):
         check_table_keys("things", name, table, {"value"})

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from rpo_bench.cli import main
-from rpo_bench.evaluate import EvaluateConfig, evaluate
-from rpo_bench.report import load_tables, report_markdown
-from rpo_bench.store import ResultsStore
-from rpo_bench.summary import summarise_tables
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.store import ResultsStore
+from rpo_bench.evaluation.summary import summarise_tables
+from rpo_bench.reporting.markdown import report_markdown
+from rpo_bench.reporting.report import load_tables
 
 MODELS = ("tiny-sd15", "tiny-sd15-alt")
 PROMPTS = [("a red apple on a table", "seen"), ("a cat on a windowsill", "unseen"), ("a lighthouse at dusk", "seen"),
@@ -165,8 +166,8 @@ def test_style_section_pairs_style_gained_with_content_kept(store, tmp_path):
     with sqlite3.connect(copy) as db:  # a style metric beside the content metric, on the same images
         db.execute("INSERT INTO scores SELECT image_key, 'style-prob:demo', metric_version, 0.5 * value, run_id, "
                    "created_at FROM scores WHERE metric = 'tiny-clip' AND metric_version != ?", (OTHER_VERSION,))
-    from rpo_bench.report import build_report
-    from rpo_bench.report_style import style_comparisons, style_plot_png
+    from rpo_bench.reporting.report import build_report
+    from rpo_bench.reporting.style_section import style_comparisons, style_plot_png
 
     report = build_report(copy, baseline="tiny-sd15")
     comparisons = style_comparisons(report)
@@ -179,7 +180,7 @@ def test_style_section_pairs_style_gained_with_content_kept(store, tmp_path):
     text = report_markdown(copy, baseline="tiny-sd15")
     assert text.count("## Style gained vs content kept") == 2
     assert style_plot_png(comparisons[0]).startswith(b"\x89PNG")
-    from rpo_bench.report_html import render_html
+    from rpo_bench.reporting.html import render_html
 
     page = render_html(report, image_cache=tmp_path / "no-cache")
     assert page.count("<h2>Style gained vs content kept") == 2

@@ -1,6 +1,6 @@
-"""`rpo-bench report` exports (rpo_bench.report_export): the JSON's numbers are the Report's, its samples are the
-store's rows (keys, hashes, scores, counts), two exports are byte-identical, and the CSV reads back to the same
-numbers, model names with commas included."""
+"""`rpo-bench report` exports (reporting.json_export, csv_export): the JSON's numbers are the Report's, its
+samples are the store's rows (keys, hashes, scores, counts), two exports are byte-identical, and the CSV reads back
+to the same numbers, model names with commas included."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from rpo_bench.evaluate import EvaluateConfig, evaluate
-from rpo_bench.report import build_report, ranks
-from rpo_bench.report_export import CSV_COLUMNS, export_csv, export_json, section_keys
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.reporting.cells import ranks
+from rpo_bench.reporting.csv_export import CSV_COLUMNS, export_csv
+from rpo_bench.reporting.json_export import export_json, section_keys
+from rpo_bench.reporting.report import build_report
 
 MODELS = ("tiny-sd15", "tiny-sd15-alt")
 BASELINE = "tiny-sd15"

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rpo_bench.evaluate import EvaluateConfig, evaluate
-from rpo_bench.grids import grid_size
-from rpo_bench.report import build_report, mean_text, render_markdown
-from rpo_bench.report_html import render_html
-from rpo_bench.report_plots import BASELINE_COLOUR, interval_bars_png
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.reporting.cells import mean_text
+from rpo_bench.reporting.grids import grid_size
+from rpo_bench.reporting.html import render_html
+from rpo_bench.reporting.markdown import render_markdown
+from rpo_bench.reporting.plots import BASELINE_COLOUR, interval_bars_png
+from rpo_bench.reporting.report import build_report
 
 MODELS = ("tiny-sd15", "tiny-sd15-alt")
 EVIL = "evil<script>alert(1)</script>"  # the second model, renamed in the store: names are anyone's text
@@ -137,7 +139,7 @@ def test_tables_hold_the_markdown_cells_and_store_text_is_escaped(report, page):
 
 
 def test_reported_values_are_a_table_of_their_own(report, store):
-    from rpo_bench.reported import ReportedValue
+    from rpo_bench.reporting.published import ReportedValue
 
     with_reported = copy.deepcopy(report)
     with_reported.sections[0].reported = [ReportedValue("paper <i>model</i>", 0.25, "a & b 2024", "")]

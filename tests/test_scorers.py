@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError, MissingWeightsError, UnknownNameError
+from rpo_bench.core.errors import BadInputError, MissingWeightsError, UnknownNameError
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.tiny_scorers import ensure_tiny_scorer
 
@@ -177,7 +177,7 @@ def test_long_prompts_are_truncated_like_the_official_code_and_said_once(scorer,
 
 
 def test_half_precision_scores_are_stored_under_their_own_version():
-    from rpo_bench.evaluate import stored_version
+    from rpo_bench.evaluation.evaluate import stored_version
 
     metric = make_metric("tiny-aesthetic")
     assert stored_version(metric, torch.float32) == metric.version
@@ -185,7 +185,7 @@ def test_half_precision_scores_are_stored_under_their_own_version():
 
 
 def test_evaluate_scores_with_official_scorers_once_per_run(tmp_path):
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 
     config = EvaluateConfig(models=("tiny-sd15",), prompts="smoke", metrics=("tiny-hpsv2", "tiny-imagereward"),
                             store=tmp_path / "results.sqlite", image_cache=tmp_path / "images", show_progress=False)

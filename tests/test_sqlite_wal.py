@@ -3,8 +3,8 @@ switching a file to WAL mode does not wait on SQLite's busy timeout."""
 
 import multiprocessing
 
-from rpo_bench.image_cache import ImageCache
-from rpo_bench.store import ResultsStore
+from rpo_bench.evaluation.image_cache import ImageCache
+from rpo_bench.evaluation.store import ResultsStore
 from rpo_bench.training.embeddings import EmbeddingCache
 
 

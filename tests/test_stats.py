@@ -1,4 +1,4 @@
-"""rpo_bench.stats against values worked out by hand and against scipy computing the same thing directly."""
+"""rpo_bench.evaluation.stats against values worked out by hand and against scipy computing the same thing directly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from rpo_bench import stats
+from rpo_bench.evaluation import stats
 
 
 def _table(values_by_prompt: dict[int, list[float]]) -> dict[tuple[int, int], float]:

@@ -6,7 +6,7 @@ import multiprocessing
 
 
 def _open_store(path: str, barrier, results) -> None:
-    from rpo_bench.store import ResultsStore
+    from rpo_bench.evaluation.store import ResultsStore
 
     barrier.wait()  # all processes switch the new file to WAL at the same moment
     try:

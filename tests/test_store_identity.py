@@ -19,13 +19,15 @@ from pathlib import Path
 import pytest
 
 from rpo_bench.cli import main
-from rpo_bench.errors import BadInputError, RpoBenchError
-from rpo_bench.evaluate import EvaluateConfig, evaluate
+from rpo_bench.core.errors import BadInputError, RpoBenchError
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.store import ResultsStore
 from rpo_bench.metrics import METRICS
 from rpo_bench.metrics.base import Metric
-from rpo_bench.report import build_report, render_markdown
-from rpo_bench.report_export import export_csv, export_json, export_json_text, section_keys
-from rpo_bench.store import ResultsStore
+from rpo_bench.reporting.csv_export import export_csv
+from rpo_bench.reporting.json_export import export_json, export_json_text, section_keys
+from rpo_bench.reporting.markdown import render_markdown
+from rpo_bench.reporting.report import build_report
 
 PROMPTS_X = [("a red cat", "x-first"), ("a blue dog", "x-first"), ("a green bird", "x-second")]
 PROMPTS_Y = [("a green bird", "y-only"), ("a yellow fish", "y-only")]  # shares "a green bird" with X
@@ -127,7 +129,7 @@ def test_report_export_and_evaluate_agree_number_for_number(tmp_path, monkeypatc
 
 
 def _prompt_set_id(path: Path) -> str:
-    from rpo_bench.prompts import load_prompt_set
+    from rpo_bench.evaluation.prompts import load_prompt_set
 
     return load_prompt_set(str(path)).identity
 
@@ -151,7 +153,7 @@ def test_an_edited_cached_png_is_regenerated_before_a_new_metric_scores_it(tmp_p
     regenerates it, so the new metric scores the image the key stands for."""
     from PIL import Image
 
-    from rpo_bench.image_cache import ImageCache
+    from rpo_bench.evaluation.image_cache import ImageCache
 
     x = _write_prompts(tmp_path / "X.jsonl", PROMPTS_X[:1])
     evaluate(_config(tmp_path, x, seeds=(0,)))
@@ -349,6 +351,6 @@ def test_store_migrate_of_a_missing_file_is_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "none.sqlite").exists()
     with pytest.raises(BadInputError):
-        from rpo_bench.store_migration import migrate
+        from rpo_bench.evaluation.store import migrate_store
 
-        migrate(tmp_path / "none.sqlite")
+        migrate_store(tmp_path / "none.sqlite")

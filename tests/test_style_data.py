@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rpo_bench.styles import STYLES, get_style
+from rpo_bench.style.registry import STYLES, get_style
 
 N_REFERENCES = 20
 
@@ -54,8 +54,8 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def test_reference_pairs_on_the_sd_path(styles_home):
-    from rpo_bench.style_data import build_style_pairs
     from rpo_bench.training.data import load_preference_data
+    from rpo_bench.training.style_pairs import build_style_pairs
 
     style = get_style("painted")
     folder = build_style_pairs(style, "reference", per_reference=1, device="cpu", show_progress=False)
@@ -78,7 +78,7 @@ def test_reference_pairs_on_the_sd_path(styles_home):
 
 
 def test_micro_reference_pairs_are_deterministic(styles_home):
-    from rpo_bench.style_data import build_style_pairs
+    from rpo_bench.training.style_pairs import build_style_pairs
 
     style = get_style("mini-sketch")
     folder = build_style_pairs(style, "reference", device="cpu", show_progress=False)
@@ -124,8 +124,8 @@ def test_relabel_makes_the_more_stylised_image_win(styles_home, tmp_path):
     import torch
 
     from rpo_bench.metrics import make_metric
-    from rpo_bench.style_data import build_style_pairs
     from rpo_bench.training.data import load_preference_data, write_preference_folder
+    from rpo_bench.training.style_pairs import build_style_pairs
 
     rng = np.random.default_rng(3)
     references = sorted((styles_home.parent / "refs").glob("*.png"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rpo_bench.cli import main
-from rpo_bench.styles import STYLES, get_style
+from rpo_bench.style.registry import STYLES, get_style
 from tests.test_style_metrics import build_style_world
 
 
@@ -39,7 +39,7 @@ def home(style_home, rpo_home, monkeypatch):
 
 
 def test_a_style_sets_prompts_models_protocol_and_metrics(home):
-    from rpo_bench.style_evaluate import style_config
+    from rpo_bench.style.evaluate import style_config
 
     plan = style_config("small-sketch", ["micro-other", "micro-base"], ["micro-oracle:shape"])
     config = plan.config
@@ -54,7 +54,7 @@ def test_a_style_sets_prompts_models_protocol_and_metrics(home):
 
 
 def test_csd_is_left_out_with_a_note_when_its_weights_are_missing(home):
-    from rpo_bench.style_evaluate import style_config
+    from rpo_bench.style.evaluate import style_config
 
     plan = style_config("small-sketch-csd")
     assert not any(m.startswith("csd:") for m in plan.config.metrics)
@@ -86,7 +86,7 @@ def test_evaluate_style_end_to_end(home, tmp_path, capsys):
     assert "generated 0 images" in again and "style-prob:small-sketch: probe held-out accuracy " in again
 
     # the report of that store shows the style section and the probe's accuracy too
-    from rpo_bench.report import report_markdown
+    from rpo_bench.reporting.markdown import report_markdown
 
     text = report_markdown(tmp_path / "r.sqlite", by="category")
     assert "## Style gained vs content kept" in text and "by micro-style:sketch, content by micro-oracle" in text
@@ -104,7 +104,7 @@ def test_base_sim_without_the_base_model_is_one_line(home, tmp_path, capsys):
 
 
 def test_prompts_without_categories_are_not_split(home, tmp_path):
-    from rpo_bench.style_evaluate import gain_table, style_config
+    from rpo_bench.style.evaluate import gain_table, style_config
 
     prompts = tmp_path / "plain.txt"
     prompts.write_text("a large red square on the right, white background\n", encoding="utf-8")

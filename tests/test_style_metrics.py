@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError, UnknownNameError
+from rpo_bench.core.errors import BadInputError, UnknownNameError
 from rpo_bench.metrics import make_metric
-from rpo_bench.styles import STYLES, get_style, reference_images
+from rpo_bench.style.registry import STYLES, get_style, reference_images
 
 MICRO_BASE = Path(__file__).resolve().parents[1] / "rpo_bench" / "micro" / "assets" / "micro-base"
 PROMPTS = [  # two of each category of prompts/micro-style-sketch.jsonl
@@ -105,14 +105,14 @@ def home(style_home, rpo_home, monkeypatch):
 
 
 def _probe_files(style: str) -> list[Path]:
-    from rpo_bench.styles import style_home
+    from rpo_bench.style.registry import style_home
 
     return sorted(style_home(get_style(style)).glob("probe-*.json"))
 
 
 def test_probe_fits_deterministically_and_is_cached(home):
-    from rpo_bench import style_probe
-    from rpo_bench.style_embedding import StyleEmbedder
+    from rpo_bench.style import probe as style_probe
+    from rpo_bench.style.embedding import StyleEmbedder
 
     style = get_style("test-stripes")
     embedder = StyleEmbedder(style).load("cpu", torch.float32)
@@ -137,7 +137,7 @@ def test_probe_fits_deterministically_and_is_cached(home):
 
 
 def test_split_is_by_image_not_position():
-    from rpo_bench.style_probe import held_out_mask
+    from rpo_bench.style.probe import held_out_mask
 
     shas = [f"{i:064x}" for i in range(10)]
     mask = held_out_mask(shas)
@@ -147,7 +147,7 @@ def test_split_is_by_image_not_position():
 
 
 def test_logistic_fit_separates_separable_data():
-    from rpo_bench.style_probe import fit_logistic, probabilities
+    from rpo_bench.style.probe import fit_logistic, probabilities
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(1, 0.3, (30, 4)), rng.normal(-1, 0.3, (30, 4))])
@@ -187,7 +187,7 @@ def test_style_sim_is_a_cosine(home):
 
 
 def test_base_sim_pairs_each_image_with_the_base_models(home, tmp_path):
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 
     config = EvaluateConfig(models=["micro-base", "micro-other"], prompts=get_style("test-sketch").prompts,
                             metrics=["base-sim:test-sketch"], protocol="micro", store=tmp_path / "r.sqlite",
@@ -199,7 +199,7 @@ def test_base_sim_pairs_each_image_with_the_base_models(home, tmp_path):
 
 
 def test_base_sim_needs_the_base_model_among_the_models(home, tmp_path):
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 
     config = EvaluateConfig(models=["micro-other"], prompts=get_style("test-sketch").prompts,
                             metrics=["base-sim:test-sketch"], protocol="micro", store=tmp_path / "r.sqlite",
@@ -212,7 +212,7 @@ def test_base_sim_needs_the_base_model_among_the_models(home, tmp_path):
 
 
 def test_base_sim_refuses_image_files(home, tmp_path):
-    from rpo_bench.scoring import score_files
+    from rpo_bench.evaluation.score_files import score_files
 
     path = tmp_path / "a.png"
     Image.new("RGB", (32, 32)).save(path)
@@ -228,7 +228,7 @@ def test_style_metrics_need_a_known_style(home):
 
 
 def test_content_metric_matches_the_embedding(home):
-    from rpo_bench.style_embedding import content_metric
+    from rpo_bench.style.embedding import content_metric
 
     assert content_metric(get_style("micro-sketch")) == "micro-clip"
     assert content_metric(get_style("test-stripes")) == "tiny-clip:0"
@@ -236,7 +236,7 @@ def test_content_metric_matches_the_embedding(home):
 
 
 def test_base_sim_needs_one_protocol_for_every_model(home, tmp_path):
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 
     config = EvaluateConfig(models=["micro-base", "tiny-sd15"], prompts=get_style("test-sketch").prompts,
                             metrics=["base-sim:test-sketch"], protocol=None, store=tmp_path / "r.sqlite",

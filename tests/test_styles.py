@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rpo_bench.errors import BadInputError, MissingWeightsError, UnknownNameError
-from rpo_bench.styles import (
+from rpo_bench.core.errors import BadInputError, MissingWeightsError, UnknownNameError
+from rpo_bench.style.registry import (
     MIN_REFERENCES,
     STYLES,
     get_style,
@@ -195,7 +195,7 @@ def test_symlink_to_dev_zero_in_reference_folder_is_refused(own_home, tmp_path):
 
 
 def test_oversized_reference_image_is_refused_naming_the_cap(own_home, tmp_path):
-    from rpo_bench.styles import MAX_REFERENCE_BYTES
+    from rpo_bench.style.registry import MAX_REFERENCE_BYTES
 
     folder = _folder(tmp_path / "refs", MIN_REFERENCES)
     with open(folder / "zz.png", "wb") as handle:  # sparse: nothing is written to disk

@@ -14,7 +14,7 @@ import pytest
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-from rpo_bench.errors import UnknownNameError
+from rpo_bench.core.errors import UnknownNameError
 from rpo_bench.models.tiny import TINY_BUILDERS, ensure_tiny_model
 from rpo_bench.models.tokenizer import clip_tokenizer, write_clip_tokenizer_files
 

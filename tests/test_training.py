@@ -10,7 +10,7 @@ import logging
 import pytest
 import torch
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.training.config import RPOConfig, build_config, read_config_file
 from rpo_bench.training.trainer import Trainer
 
@@ -86,7 +86,7 @@ def test_each_method_trains(preference_folder, tmp_path, method, lora_rank, fami
 
 @pytest.mark.parametrize("lora_rank", [4, 0], ids=["lora", "full"])
 def test_trained_outputs_load_and_evaluate(preference_folder, tmp_path, lora_rank):
-    from rpo_bench.evaluate import EvaluateConfig, evaluate
+    from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
     from rpo_bench.models.catalog import resolve_model
 
     config = _config(preference_folder, tmp_path, method="dpo", lora_rank=lora_rank, name=f"my-dpo-{lora_rank}")

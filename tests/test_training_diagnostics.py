@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from rpo_bench.cli import main
-from rpo_bench.errors import BadInputError
-from rpo_bench.progress import PlainProgress, progress_bar
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.progress import PlainProgress, progress_bar
 from rpo_bench.training import losses
 from rpo_bench.training.config import DEFAULT_METHOD, HELDOUT_CAP, SFTConfig, TrainConfig, build_config
 from rpo_bench.training.heldout import split_heldout
@@ -234,7 +234,7 @@ def _argv(data, output, *extra: str) -> list[str]:
 
 def test_overwrite_name_replaces_a_user_entry_and_keeps_the_rest(preference_folder, tmp_path, monkeypatch,  # noqa: F811
                                                                  capsys):
-    from rpo_bench.config import user_registry_file
+    from rpo_bench.core.config import user_registry_file
     from rpo_bench.models.catalog import MODELS, resolve_model
 
     monkeypatch.setenv("RPO_BENCH_HOME", str(tmp_path / "home"))

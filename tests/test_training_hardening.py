@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from rpo_bench.cli import main
-from rpo_bench.errors import BadInputError, RpoBenchError
+from rpo_bench.core.errors import BadInputError, RpoBenchError
 from rpo_bench.training.checkpoint import OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE
 from rpo_bench.training.config import build_config, read_config_file
 from rpo_bench.training.trainer import InterruptLatch, SpikeWatch, Trainer, TrainingDivergedError

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from rpo_bench.cli import main
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.user_files import MAX_BYTES, read_bytes, read_config, read_jsonl, read_text, read_toml
-from rpo_bench.errors import BadInputError
 
 
 def _unblock_after(path, seconds: float = 30.0) -> threading.Timer:

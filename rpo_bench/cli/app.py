@@ -29,7 +29,7 @@ from rpo_bench.cli.score import score
 from rpo_bench.cli.store import store_app
 from rpo_bench.cli.styles import styles_app
 from rpo_bench.cli.train import register as register_train
-from rpo_bench.errors import RpoBenchError
+from rpo_bench.core.errors import RpoBenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Diffusion-RPO, Diffusion-DPO and SFT for text-to-image diffusion, and a benchmark "

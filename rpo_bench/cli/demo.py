@@ -1,4 +1,4 @@
-"""`rpo-bench demo`: the micro world end to end (see rpo_bench.demo)."""
+"""`rpo-bench demo`: the micro world end to end (see rpo_bench.workflows.demo)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def demo(
 ) -> None:
     """Train SFT, DPO and RPO from micro-base on equal budgets, evaluate them on held-out prompts against the
     ground-truth judge, and report which wins (markdown here; HTML, JSON and CSV written beside the runs)."""
-    from rpo_bench.config import home_dir
-    from rpo_bench.demo import DemoConfig, run_demo
-    from rpo_bench.evaluate import parse_seeds
+    from rpo_bench.core.config import home_dir
+    from rpo_bench.evaluation.seeds import parse_seeds
     from rpo_bench.metrics import comma_separated
     from rpo_bench.training.config import parse_setting
+    from rpo_bench.workflows.demo import DemoConfig, run_demo
 
     name = (f"style-{style}" if style else "micro") + ("-quick" if quick else "")
     folder = (out or home_dir() / "demo" / name).expanduser()

@@ -37,8 +37,8 @@ def download(
     """Fetch what NAME reads from the Hugging Face Hub into the local cache, checking every file's hash;
     continues interrupted downloads (a style: its CLIP, and its reference images when they come from a Hub
     dataset). Afterwards NAME works with HF_HUB_OFFLINE=1."""
-    from rpo_bench.download import download as run_download
-    from rpo_bench.download import plan_downloads
+    from rpo_bench.workflows.download import download as run_download
+    from rpo_bench.workflows.download import plan_downloads
 
     kind_name = kind.value if kind else None
     if dry_run:
@@ -48,7 +48,7 @@ def download(
 
 
 def _show_plans(plans) -> None:
-    from rpo_bench.entry_files import KIND_LABELS
+    from rpo_bench.hub.availability import KIND_LABELS
 
     for plan in plans:
         entry = plan.entry

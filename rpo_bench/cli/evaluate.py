@@ -9,10 +9,13 @@ import typer
 from rich.table import Table
 
 from rpo_bench.cli.console import UserTextConsole, console
-
-# The embedded default: the micro world, whose judge measures what each prompt asked for.
-DEFAULT_METRICS = ("micro-oracle,micro-oracle:colour,micro-oracle:shape,micro-oracle:size,micro-oracle:position,"
-                   "micro-oracle:background,micro-clip")
+from rpo_bench.evaluation.defaults import (
+    CLI_DEFAULT_PROTOCOLS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_METRICS,
+    DEFAULT_MODELS,
+    DEFAULT_PROMPTS,
+)
 
 
 def evaluate(
@@ -34,7 +37,7 @@ def evaluate(
     dtype: str = typer.Option("auto", help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16."),
     score_dtype: str = typer.Option("float32", help="Scorers' dtype: float32 (default, comparable everywhere), "
                                     "float16, bfloat16, auto."),
-    batch_size: int = typer.Option(16, help="Images per generation / scoring batch."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, help="Images per generation / scoring batch."),
     baseline: str | None = typer.Option(None, help="The model every other is compared with, paired by prompt and "
                                         "seed; one of --models (default: the first)."),
     by: str | None = typer.Option(None, help="category: also summarise each prompt category (e.g. seen and "
@@ -44,8 +47,10 @@ def evaluate(
                                      "(columns), at the first seed and protocol."),
 ) -> None:
     """Generate (cached, seeded) and score images: models x protocols x prompts x seeds x metrics."""
-    from rpo_bench.evaluate import EvaluateConfig, default_image_cache, default_store_path, parse_seeds
-    from rpo_bench.evaluate import evaluate as run_evaluate
+    from rpo_bench.core.config import default_image_cache, default_store_path
+    from rpo_bench.evaluation.evaluate import EvaluateConfig
+    from rpo_bench.evaluation.evaluate import evaluate as run_evaluate
+    from rpo_bench.evaluation.seeds import parse_seeds
     from rpo_bench.metrics import comma_separated, parse_metric_list
 
     # None: not given (the defaults below apply); "" is given, and refused as empty by comma_separated
@@ -55,7 +60,7 @@ def evaluate(
                "score_dtype": score_dtype, "batch_size": batch_size}
     plan = None
     if style is not None:
-        from rpo_bench.style_evaluate import style_config
+        from rpo_bench.style.evaluate import style_config
 
         extra = parse_metric_list(metrics) if metrics is not None else []
         plan = style_config(style, model_names, extra, prompts=prompts, protocol=protocol, by=by,
@@ -64,17 +69,17 @@ def evaluate(
             plan.config.baseline = baseline
         config = plan.config
     else:
-        config = EvaluateConfig(models=model_names or ["micro-base"],
-                                prompts=prompts if prompts is not None else "micro-test",
-                                metrics=parse_metric_list(metrics if metrics is not None else DEFAULT_METRICS),
-                                protocol=(protocol if protocol is not None else "micro,micro-fast") or None,
+        config = EvaluateConfig(models=model_names or list(DEFAULT_MODELS),
+                                prompts=prompts if prompts is not None else DEFAULT_PROMPTS,
+                                metrics=parse_metric_list(metrics) if metrics is not None else list(DEFAULT_METRICS),
+                                protocol=(protocol if protocol is not None else CLI_DEFAULT_PROTOCOLS) or None,
                                 baseline=baseline, by=by, **options)
     if grid is not None:  # a bad grid path fails before any image is made
-        from rpo_bench.grids import check_png_path
+        from rpo_bench.reporting.grids import check_png_path
 
         check_png_path(grid)
     if store is None:  # the default store's folder is ours to make; a given --store's folder must exist
-        from rpo_bench.config import writable_dir
+        from rpo_bench.core.config import writable_dir
 
         writable_dir(config.store.parent, f"the results store {config.store}")
     result = run_evaluate(config)
@@ -89,22 +94,9 @@ def evaluate(
     scored = ", ".join(f"{k} {v}" for k, v in result.scored.items())
     console.print(f"generated {result.generated} images, reused {result.reused} from the image cache; scored {scored}")
     if grid is not None:
-        from rpo_bench.grids import write_evaluate_grid
+        from rpo_bench.reporting.grids import write_evaluate_grid
 
         console.print(f"grid: {write_evaluate_grid(config, grid)}", soft_wrap=True)
-
-
-def _p_text(p: float | None) -> str:
-    return "" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _comparison_cells(row) -> list[str]:
-    """diff [CI], win rate, Holm p for a non-baseline row; blanks on the baseline's own row."""
-    if row.baseline is None:
-        return ["(baseline)", "", ""]
-    if row.versus is None:
-        return ["no shared sample", "", ""]
-    return [row.versus.difference.format(3), f"{100 * row.versus.win_rate.estimate:.0f}%", _p_text(row.versus.p_holm)]
 
 
 def _shared_note(row) -> str | None:
@@ -120,6 +112,8 @@ def print_summary(rows: list) -> None:
     """One table per protocol (and per category with --by category), a metric's models side by side: mean with
     its 95% interval over prompts, and every other model minus the baseline on shared (prompt, seed) samples."""
     from rich import box
+
+    from rpo_bench.reporting.cells import comparison_cells, mean_text
 
     tables: dict[tuple[str, str | None], list] = {}
     for row in rows:
@@ -140,11 +134,10 @@ def print_summary(rows: list) -> None:
             first = i == 0 or members[i - 1].metric != row.metric
             last = i == len(members) - 1 or members[i + 1].metric != row.metric
             metric = f"{row.metric} {'↑' if row.higher_is_better else '↓'}" if first else ""
-            mean = "-" if row.interval is None else (f"{row.mean:.3f} [{row.interval.low:.3f}, "
-                                                    f"{row.interval.high:.3f}]")
+            mean = mean_text(row)
             model = row.model if group else f"{row.model} ({row.protocol})"
             cells = [metric, model, row.samples if row.n else "0", mean]
-            table.add_row(*cells, *(_comparison_cells(row) if compared else []), end_section=last)
+            table.add_row(*cells, *(comparison_cells(row) if compared else []), end_section=last)
             if (note := _shared_note(row)) is not None:
                 notes[note] = None
         # A terminal gets the table fitted to its width; a pipe or log file gets it at its natural width, since
@@ -162,7 +155,7 @@ def print_style_table(plan, summary: list) -> None:
     """`evaluate --style`: style gained vs content kept, every model against the style's base model."""
     from rich import box
 
-    from rpo_bench.style_evaluate import gain_table
+    from rpo_bench.style.evaluate import gain_table
 
     columns, rows = gain_table(plan, summary)
     table = Table(title=f"style gained vs content kept  ·  {plan.style.name}, each model minus "

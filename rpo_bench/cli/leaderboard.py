@@ -1,4 +1,4 @@
-"""`rpo-bench leaderboard update NAME`: regenerate a committed leaderboard (see rpo_bench.leaderboard)."""
+"""`rpo-bench leaderboard update NAME`: regenerate a committed leaderboard (see rpo_bench.workflows.leaderboard)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def update(
 ) -> None:
     """Run the leaderboard's recorded demo (reusing finished runs in $RPO_BENCH_HOME/leaderboards/NAME/work) and
     rewrite its folder: README.md, results.json, results.csv, comparison.json and the pictures; then the index."""
-    from rpo_bench.leaderboard import update as update_leaderboard
+    from rpo_bench.workflows.leaderboard import update as update_leaderboard
 
     folder = update_leaderboard(name, root)
     console.print(f"leaderboard {name}: {folder / 'README.md'}", soft_wrap=True)

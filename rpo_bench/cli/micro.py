@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rpo_bench.cli.console import console
-from rpo_bench.micro.preferences import DEFAULTS as _DEFAULTS  # light: no torch, so the CLI starts fast
+from rpo_bench.micro.preference_settings import DEFAULTS as _DEFAULTS  # light: no torch, so the CLI starts fast
 
 micro_app = typer.Typer(help="The synthetic micro world: rebuild its models, build its preference set.")
 
@@ -51,7 +51,7 @@ def preferences(
 ) -> None:
     """Build micro-pickapic: micro-base samples of micro-train prompts, ranked by the judge's probability of the
     requested values, best against worst, labelled with Bradley-Terry noise; prints and records its worth."""
-    from rpo_bench.micro.preferences import build_micro_pickapic
+    from rpo_bench.training.micro_pickapic import build_micro_pickapic
 
     overrides = dict(prompts=prompts, k=k, mode=mode, margin=margin, label_noise=label_noise, label_seed=seed)
     if pairs_per_prompt is not None:
@@ -99,10 +99,10 @@ def compare(
 ) -> None:
     """Train SFT, DPO and RPO from micro-base on the same data and budget over several seeds, evaluate them on
     held-out prompts with the ground-truth judge, and compare each with micro-base and RPO with DPO."""
-    from rpo_bench.evaluate import parse_seeds
+    from rpo_bench.evaluation.seeds import parse_seeds
     from rpo_bench.metrics import comma_separated
-    from rpo_bench.micro.compare import CompareConfig, run_comparison
     from rpo_bench.training.config import parse_setting
+    from rpo_bench.workflows.compare import CompareConfig, run_comparison
 
     overrides = dict(parse_setting(item) for item in set_)
     config = CompareConfig(out=out, methods=comma_separated(methods, "--methods", "methods (sft, dpo, rpo)"),
@@ -124,7 +124,7 @@ def grid(
     the prompt worded for that style (generated through evaluate into the default store and image cache)."""
     from PIL import Image
 
-    from rpo_bench.micro.world_grid import write_micro_world_grid
+    from rpo_bench.workflows.world_grid import write_micro_world_grid
 
     path = write_micro_world_grid(out, prompts=prompts, seed=seed)
     with Image.open(path) as image:

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from rpo_bench.cli.console import console, kv_table
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 
 models_app = typer.Typer(help="The model registry: list, or `show NAME`.")
 metrics_app = typer.Typer(help="The metric registry: list, or `show NAME`.")
@@ -84,7 +84,7 @@ def metrics_show(name: str) -> None:
 def prompts_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
-    from rpo_bench.prompts import PROMPT_SETS
+    from rpo_bench.evaluation.prompts import PROMPT_SETS
 
     table = Table(title="prompt sets")
     for column in ("name", "source", "size", "origin", "summary"):
@@ -97,7 +97,7 @@ def prompts_list(ctx: typer.Context) -> None:
 
 @prompts_app.command("show")
 def prompts_show(name: str, first: int = typer.Option(5, help="How many prompts to print.")) -> None:
-    from rpo_bench.prompts import PROMPT_SETS, load_prompt_set
+    from rpo_bench.evaluation.prompts import PROMPT_SETS, load_prompt_set
 
     if first < 0:  # a negative slice would silently print all but the last prompts
         raise BadInputError(f"--first {first}: accepted: an integer >= 0")
@@ -114,7 +114,7 @@ def prompts_show(name: str, first: int = typer.Option(5, help="How many prompts 
 def protocols_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
-    from rpo_bench.protocols import PROTOCOLS
+    from rpo_bench.evaluation.protocols import PROTOCOLS
 
     table = Table(title="protocols")
     for column in ("name", "v", "sampler", "steps", "guidance", "resolution", "origin", "summary"):
@@ -129,8 +129,8 @@ def protocols_list(ctx: typer.Context) -> None:
 
 @protocols_app.command("show")
 def protocols_show(name: str) -> None:
+    from rpo_bench.evaluation.protocols import PROTOCOLS
     from rpo_bench.models.spec import FAMILIES
-    from rpo_bench.protocols import PROTOCOLS
 
     protocol = PROTOCOLS.get(name)
     for family in FAMILIES:

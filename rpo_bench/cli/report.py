@@ -1,4 +1,4 @@
-"""`rpo-bench report`: a results store's scores as markdown, HTML, JSON or CSV (see rpo_bench.report)."""
+"""`rpo-bench report`: a results store's scores as markdown, HTML, JSON or CSV (see rpo_bench.reporting.report)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def report(
     out: Path | None = typer.Option(None, help="Write the report to this file (atomically) instead of stdout."),
 ) -> None:
     """Report every score of a results store: one table per prompt set, protocol and metric version."""
-    from rpo_bench.errors import BadInputError
-    from rpo_bench.report import build_report, parse_labels, render_markdown, reproduce_command
+    from rpo_bench.core.errors import BadInputError
+    from rpo_bench.reporting.markdown import render_markdown
+    from rpo_bench.reporting.report import build_report, parse_labels, reproduce_command
 
     chosen = [name for name, flag in zip(FORMATS, (markdown, html, json_, csv), strict=True) if flag]
     if len(chosen) > 1:
@@ -50,15 +51,15 @@ def report(
     result = build_report(store, baseline=baseline, by=by, metrics=metrics, labels=labels,
                           command=reproduce_command(store, baseline, by, metrics, out, fmt, labels))
     if fmt == "html":
-        from rpo_bench.report_html import render_html
+        from rpo_bench.reporting.html import render_html
 
         text = render_html(result, image_cache=image_cache)
     elif fmt == "json":
-        from rpo_bench.report_export import export_json_text
+        from rpo_bench.reporting.json_export import export_json_text
 
         text = export_json_text(result)
     elif fmt == "csv":
-        from rpo_bench.report_export import export_csv
+        from rpo_bench.reporting.csv_export import export_csv
 
         text = export_csv(result)
     else:

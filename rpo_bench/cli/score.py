@@ -26,8 +26,8 @@ def score(
                                     "skips what it already holds."),
 ) -> None:
     """Score image files made anywhere; the metrics load once and score in batches."""
+    from rpo_bench.evaluation.score_files import check_output_file, collect_images, prompts_for, score_files
     from rpo_bench.metrics import parse_metric_list
-    from rpo_bench.scoring import check_output_file, collect_images, prompts_for, score_files
 
     metric_specs = parse_metric_list(metrics)
     check_output_file(out)  # before the images are read: a bad --out must not cost a scan of a large folder

@@ -16,7 +16,7 @@ styles_app = typer.Typer(help="The style registry: list, `show S`, or `fetch S` 
 def styles_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
-    from rpo_bench.styles import STYLES
+    from rpo_bench.style.registry import STYLES
 
     table = Table(title="styles")
     for column in ("name", "references", "held-out prompts", "base model", "origin", "description"):
@@ -34,7 +34,13 @@ GRID_HELP = "Also write a PNG grid of the first 24 reference images."
 @styles_app.command("show")
 def styles_show(name: str, grid: Path | None = typer.Option(None, help=GRID_HELP)) -> None:
     """A style's settings, and its references when they are on this machine (a Hub source is fetched by `fetch`)."""
-    from rpo_bench.styles import MIN_REFERENCES, dataset_folder, get_style, reference_images, references_fingerprint
+    from rpo_bench.style.registry import (
+        MIN_REFERENCES,
+        dataset_folder,
+        get_style,
+        reference_images,
+        references_fingerprint,
+    )
 
     style = get_style(name)
     values: dict[str, object] = {"description": style.description, "references": style.source_text,
@@ -58,7 +64,7 @@ def styles_show(name: str, grid: Path | None = typer.Option(None, help=GRID_HELP
 
 
 def _references_grid(name: str, references: list, out: Path) -> Path:
-    from rpo_bench.grids import image_grid, save_png
+    from rpo_bench.reporting.grids import image_grid, save_png
 
     shown = references[:24]
     rows = [shown[i:i + 6] for i in range(0, len(shown), 6)]
@@ -73,7 +79,7 @@ def _references_grid(name: str, references: list, out: Path) -> Path:
 def styles_fetch(name: str) -> None:
     """Fetch a style's reference images once (a Hub dataset streamed into $RPO_BENCH_HOME/styles), so later runs
     work offline; a folder or micro style has nothing to fetch."""
-    from rpo_bench.styles import get_style, materialise_dataset, reference_images
+    from rpo_bench.style.registry import get_style, materialise_dataset, reference_images
 
     style = get_style(name)
     if style.dataset:

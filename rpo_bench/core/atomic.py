@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from rpo_bench.core.errors import BadInputError
+
 _COUNTER = iter(range(1 << 62))
 
 
@@ -86,7 +88,6 @@ def atomic_write(path: Path | str, data: str | bytes, encoding: str = "utf-8", w
     except OSError as exc:
         if what is None:
             raise
-        from rpo_bench.errors import BadInputError
 
         raise BadInputError(f"cannot write the {what} {path}: {exc.strerror or exc}; nothing was changed "
                             "there") from exc

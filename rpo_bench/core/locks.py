@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 
 LOCK_FILE = ".rpo-bench.lock"
 
@@ -34,7 +34,7 @@ def _holder(handle) -> str:
 def refuse_if_locked(folder: Path | str, what: str) -> None:
     """Refuse, creating and changing nothing, while another process holds `folder`'s lock: said before minutes
     of set-up rather than after. Only a hint: folder_lock is what keeps a second writer out."""
-    import fcntl
+    import fcntl  # noqa: PLC0415 - POSIX only: imported where locks are taken
 
     if _HELD.get((os.getpid(), Path(folder).resolve())):
         return  # this process holds it: not a second writer
@@ -78,7 +78,7 @@ def folder_lock(folder: Path | str, what: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _exclusive(folder: Path, what: str) -> Iterator[None]:
-    import fcntl
+    import fcntl  # noqa: PLC0415 - POSIX only: imported where locks are taken
 
     try:
         folder.mkdir(parents=True, exist_ok=True)

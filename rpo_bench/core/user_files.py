@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -112,7 +112,7 @@ def read_toml(path: Path | str, what: str, max_bytes: int | None = MAX_BYTES) ->
 
 def read_yaml(path: Path | str, what: str, max_bytes: int | None = MAX_BYTES) -> Any:
     """YAML's safe subset (no Python objects); an empty file is None."""
-    import yaml
+    import yaml  # noqa: PLC0415 - only YAML configs need pyyaml
 
     text = read_text(path, what, max_bytes)
     try:

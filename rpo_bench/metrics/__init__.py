@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError, RpoBenchError
+from rpo_bench.core.registry import STRING, Registry, ValueRule, check_table_values, load_target
 from rpo_bench.metrics.base import Metric
-from rpo_bench.registry import STRING, Registry, ValueRule, check_table_values, load_target
 
 _TABLE_RULES = {
     "target": STRING.refine("a string module:Class", lambda value: ":" in value),
@@ -44,12 +44,12 @@ METRICS.register("micro-style", "rpo_bench.metrics.micro:MicroStyle",
                  summary="micro world: probability that the image is in style S (micro-style:S)")
 METRICS.register("micro-clip", "rpo_bench.metrics.clip_score:MicroClipScore",
                  summary="CLIP score with the micro world's CLIP (trained on renders)")
-METRICS.register("style-prob", "rpo_bench.metrics.style:StyleProb",
+METRICS.register("style-prob", "rpo_bench.style.metrics:StyleProb",
                  summary="probability that the image is in style S (probe on CLIP image embeddings; held-out "
                          "accuracy printed beside it); style-prob:S")
-METRICS.register("style-sim", "rpo_bench.metrics.style:StyleSim",
+METRICS.register("style-sim", "rpo_bench.style.metrics:StyleSim",
                  summary="cosine of the CLIP image embedding to style S's reference centroid; style-sim:S")
-METRICS.register("base-sim", "rpo_bench.metrics.style:BaseSim",
+METRICS.register("base-sim", "rpo_bench.style.metrics:BaseSim",
                  summary="content kept: CLIP image cosine to S's base model's image of the same prompt and seed "
                          "(evaluate, with the base model in --models); base-sim:S")
 
@@ -68,9 +68,9 @@ _TINY_SCORERS = {"hpsv2": "TinyHPSv2Score", "pickscore": "TinyPickScore", "image
 for _name, _class in _TINY_SCORERS.items():
     METRICS.register(f"tiny-{_name}", f"rpo_bench.metrics.tiny_scorers:{_class}",
                      summary=f"{_name} code on random tiny weights in the official layout (tests, CPU demo)")
-METRICS.register("csd", "rpo_bench.metrics.csd:CsdScore",
+METRICS.register("csd", "rpo_bench.style.csd:CsdScore",
                  summary="CSD style similarity (tomg-group-umd/CSD-ViT-L): cosine to style S's prototype; csd:S")
-METRICS.register("tiny-csd", "rpo_bench.metrics.csd:TinyCsdScore",
+METRICS.register("tiny-csd", "rpo_bench.style.csd:TinyCsdScore",
                  summary="csd code on random tiny weights in the official checkpoint layout (tests, CPU demo)")
 
 
@@ -79,6 +79,18 @@ def example_spec(name: str) -> str:
     factory = METRICS.get(name)
     example = getattr(factory, "example_arg", None)
     return f"{name}:{example}" if example else name
+
+
+def metric_aspect(key: str) -> tuple[str, int] | None:
+    """(aspect, aspect rank) a stored metric key declares (Metric.aspect), read from its class without building
+    it; None for a metric no longer registered."""
+    try:
+        factory = METRICS.get(key.partition(":")[0])
+        if isinstance(factory, str):
+            factory = load_target(factory)
+    except RpoBenchError:
+        return None
+    return (factory.aspect, factory.aspect_rank) if isinstance(factory, type) else None
 
 
 def make_metric(spec: str) -> Metric:

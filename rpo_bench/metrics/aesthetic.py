@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.file_checks import check_transformers_folder
-from rpo_bench.hub_files import HubFiles
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.progress import silence_library_progress
+from rpo_bench.hub.file_checks import check_transformers_folder
+from rpo_bench.hub.hub_files import HubFiles
 from rpo_bench.metrics.checkpoints import check_keys, check_shapes, nested_state_dict, read_state_dict
 from rpo_bench.metrics.mlp_head import PreferenceMLP
 from rpo_bench.metrics.official import OfficialScorer, fetch_hub_file, transformers_errors_only
@@ -62,10 +63,9 @@ class AestheticScore(OfficialScorer):
         return paths[0].parent
 
     def build(self) -> None:
-        from safetensors import SafetensorError
-        from transformers import CLIPVisionModelWithProjection
+        from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
+        from transformers import CLIPVisionModelWithProjection  # noqa: PLC0415 - transformers loads in seconds: on first use
 
-        from rpo_bench.progress import silence_library_progress
 
         head_path = self.weights_file(HEAD_FILE)
         state = nested_state_dict(read_state_dict(head_path, self.key), head_path, self.key)

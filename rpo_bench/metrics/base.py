@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from rpo_bench.hub.availability import entry_from_files
+
 
 class Metric(ABC):
     """Scores a batch of images with their prompts, one float per image.
@@ -20,6 +22,11 @@ class Metric(ABC):
     value_range: tuple[float, float] = (float("-inf"), float("inf"))
     summary: str = ""
     example_arg: str | None = None  # set by metrics that cannot be used without an argument (micro-style:S)
+    # What the number is about, so reports can pair "style gained" with "content kept" without knowing metric
+    # names: "preference" (human-preference scorers), "content" (does the image show the prompt) or "style".
+    # Among metrics of one aspect, the lowest aspect_rank speaks for it (the ground-truth judge before a probe).
+    aspect: str = "preference"
+    aspect_rank: int = 0
 
     def __init__(self, arg: str | None = None):
         self.arg = arg
@@ -57,6 +64,12 @@ class Metric(ABC):
         """The `HubFiles` this metric reads from the Hub (what `rpo-bench download NAME` fetches); none by default,
         and none when the metric's argument points at local weights."""
         return []
+
+    def absent_entries(self) -> list:
+        """Rows for the preflight (hub.availability.AbsentEntry, None when all is here): this metric's own Hub
+        files first, then anything else it needs (a style metric adds its style, whose references and CLIP come
+        with `rpo-bench download STYLE`)."""
+        return [entry_from_files(self.key, "metrics", self.hub_files())]
 
     def unload(self) -> None:  # noqa: B027 - optional hook, most metrics need nothing
         """Free device memory before the next metric loads."""

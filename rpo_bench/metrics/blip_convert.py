@@ -60,7 +60,7 @@ def split_checkpoint(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict, dic
 
 
 def vision_config_from_weights(vision: Mapping[str, torch.Tensor]):
-    from transformers import BlipVisionConfig
+    from transformers import BlipVisionConfig  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     patch = vision["embeddings.patch_embedding.weight"]
     width, patch_size = int(patch.shape[0]), int(patch.shape[-1])
@@ -81,7 +81,7 @@ def read_med_config(path: Path) -> dict:
 
 def text_config_from_med(med: Mapping, encoder_width: int):
     """BLIP's med_config.json (a BertConfig with cross-attention) as a BlipTextConfig."""
-    from transformers import BlipTextConfig
+    from transformers import BlipTextConfig  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     return BlipTextConfig(
         vocab_size=med["vocab_size"], hidden_size=med["hidden_size"],

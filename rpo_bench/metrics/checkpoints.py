@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.file_checks import not_a_file_reason, safetensors_shapes
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.hub.file_checks import not_a_file_reason, safetensors_shapes
 
 TORCH_ACCEPTED = "a tensor-only PyTorch checkpoint (torch.save of a dict of tensors) or a safetensors file"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
@@ -57,8 +57,8 @@ def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
+    from safetensors.torch import load_file  # noqa: PLC0415 - safetensors pulls torch: on first use
 
     safetensors_shapes(path, what, TORCH_ACCEPTED)  # header and size first: one line naming the file
     try:

@@ -6,6 +6,7 @@ model (`clip:open_clip:ViT-B-32/laion2b_s34b_b79k`). `tiny-clip` runs the same H
 
 from __future__ import annotations
 
+import difflib
 import logging
 import pickle
 from collections.abc import Sequence
@@ -14,10 +15,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rpo_bench.config import is_offline
-from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.config import is_offline
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.progress import silence_library_progress
+from rpo_bench.hub.file_checks import check_transformers_folder
+from rpo_bench.hub.hub_files import HubFiles, is_local_location
+from rpo_bench.metrics import seed_argument
 from rpo_bench.metrics.base import Metric
-from rpo_bench.progress import silence_library_progress
+from rpo_bench.metrics.checkpoints import read_state_dict
+from rpo_bench.micro.build import ASSETS
+from rpo_bench.models.fingerprint import folder_fingerprint, resolve_hub_commit, sha256_file
+from rpo_bench.models.location import tiny_models_dir
+from rpo_bench.models.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "openai/clip-vit-large-patch14"
@@ -42,9 +51,6 @@ def local_clip_folder(source: str, what: str) -> Path | None:
 
     A path that is not a CLIP folder is the user's mistake, not missing weights: "not on this machine" and a
     download command would send them the wrong way."""
-    from rpo_bench.file_checks import check_transformers_folder
-    from rpo_bench.models.spec import is_local_location
-
     if not is_local_location(source):
         return None
     folder = Path(source).expanduser()
@@ -69,8 +75,8 @@ class HFClipBackbone:
     """transformers CLIPModel; projections applied by hand so transformers 4 and 5 give the same features."""
 
     def __init__(self, source: str, device: str, dtype, name: str = "clip"):
-        from safetensors import SafetensorError
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+        from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer  # noqa: PLC0415 - transformers loads in seconds: on first use
 
         silence_library_progress()
         local = local_clip_folder(source, f"metric {name}") is not None
@@ -125,8 +131,6 @@ def open_clip_identity(source: str) -> str:
         raise BadInputError(f"clip:open_clip:{source}: accepted: {OPEN_CLIP_ACCEPTED}")
     checkpoint = check_open_clip_source(arch, pretrained, f"clip:open_clip:{source}")
     if checkpoint is not None:
-        from rpo_bench.models.fingerprint import sha256_file
-
         return f"open_clip:{arch}/{checkpoint.name}@{sha256_file(checkpoint)[:12]}"
     return f"open_clip:{source}"
 
@@ -134,9 +138,7 @@ def open_clip_identity(source: str) -> str:
 def check_open_clip_source(arch: str, pretrained: str, what: str) -> Path | None:
     """The checkpoint file PRETRAINED names (None for a tag); refuses an unknown architecture, an unknown tag and a
     path that is not a file. open_clip reports all three as RuntimeError, which reads like missing weights."""
-    import difflib
-
-    import open_clip
+    import open_clip  # noqa: PLC0415 - open_clip loads in seconds: on first use
 
     if arch not in open_clip.list_models():
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3, cutoff=0.6)
@@ -160,7 +162,7 @@ def check_open_clip_source(arch: str, pretrained: str, what: str) -> Path | None
 
 class OpenClipBackbone:
     def __init__(self, source: str, device: str, dtype):
-        import open_clip
+        import open_clip  # noqa: PLC0415 - open_clip loads in seconds: on first use
 
         arch, _, pretrained = source.partition("/")
         what = f"clip:open_clip:{source}"
@@ -190,8 +192,6 @@ class OpenClipBackbone:
 def _checkpoint_error(checkpoint: Path, arch: str, what: str, exc: Exception) -> BadInputError:
     """Why a local open_clip checkpoint failed: unreadable or refused (read_state_dict says which), or the wrong
     architecture's weights."""
-    from rpo_bench.metrics.checkpoints import read_state_dict
-
     read_state_dict(checkpoint, what)  # raises the precise reason when the file itself is the problem
     detail = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith(("size mismatch",
                                                                                                 "Missing key"))),
@@ -203,6 +203,7 @@ def _checkpoint_error(checkpoint: Path, arch: str, what: str, exc: Exception) ->
 
 class ClipScore(Metric):
     name = "clip"
+    aspect, aspect_rank = "content", 1
     higher_is_better = True
     value_range = (0.0, 100.0)
     summary = "CLIP score, 100 * max(cos(image, prompt), 0)"
@@ -224,20 +225,14 @@ class ClipScore(Metric):
             if source.startswith("open_clip:"):
                 self._identity = open_clip_identity(source.removeprefix("open_clip:"))
             elif local_clip_folder(source, f"metric {self.key}") is not None:
-                from rpo_bench.models.fingerprint import folder_fingerprint
-
                 self._identity = f"{Path(source).name}@{folder_fingerprint(Path(source))[:12]}"
             else:
-                from rpo_bench.models.fingerprint import resolve_hub_commit
-
                 commit = resolve_hub_commit(source, "main", "config.json", f"metric {self.key}", self.key)
                 self._identity = f"{source}@{commit[:12]}"
         return f"{FORMULA_VERSION}+{self._identity}"
 
     def hub_files(self) -> list:
         """A Hub CLIP's weights and processor files (open_clip tags and local folders need none from here)."""
-        from rpo_bench.hub_files import HubFiles
-
         source = self.backbone_source()
         if source.startswith("open_clip:") or Path(source).expanduser().is_dir():
             return []
@@ -266,12 +261,9 @@ class TinyClipScore(ClipScore):
     """CLIP score on a random tiny CLIP (argument: its seed); exercises the real HF loading and scoring code."""
 
     name = "tiny-clip"
+    aspect_rank = 3
 
     def backbone_source(self) -> str:
-        from rpo_bench.metrics import seed_argument
-        from rpo_bench.models.loader import tiny_models_dir
-        from rpo_bench.models.tiny import ensure_tiny_model
-
         return str(ensure_tiny_model("tiny-clip", seed_argument(self.name, self.arg), tiny_models_dir()))
 
 
@@ -279,8 +271,7 @@ class MicroClipScore(ClipScore):
     """CLIP score with the micro world's contrastively trained CLIP (shipped with rpo-bench)."""
 
     name = "micro-clip"
+    aspect_rank = 2
 
     def backbone_source(self) -> str:
-        from rpo_bench.micro.build import ASSETS
-
         return str(ASSETS / "micro-clip")

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.file_checks import read_json_object
-from rpo_bench.hub_files import HubFiles
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.hub.file_checks import read_json_object
+from rpo_bench.hub.hub_files import HubFiles
 from rpo_bench.metrics.checkpoints import check_keys, check_shapes, nested_state_dict, read_state_dict
 from rpo_bench.metrics.official import OfficialScorer
 from rpo_bench.metrics.preprocess import hps_image_transform, stack_pixels
@@ -38,7 +38,7 @@ def open_clip_config(checkpoint: Path, what: str = "hpsv2") -> dict:
         if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("vision_cfg", "text_cfg")):
             raise BadInputError(f"{what}: {beside} has no model_cfg with vision_cfg and text_cfg; accepted: {accepted}")
         return config
-    import open_clip
+    import open_clip  # noqa: PLC0415 - open_clip loads in seconds: on first use
 
     return open_clip.get_model_config(ARCH)
 
@@ -57,7 +57,7 @@ class HPSv2Score(OfficialScorer):
     summary = "HPS v2.0 (xswu/HPSv2), 100 x cosine as papers print it; hpsv2:<checkpoint.pt> for local weights"
 
     def build(self) -> None:
-        import open_clip
+        import open_clip  # noqa: PLC0415 - open_clip loads in seconds: on first use
 
         path = self.weights_file(self.checkpoint_name)
         config = open_clip_config(path, self.key)

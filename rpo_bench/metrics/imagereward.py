@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.file_checks import read_json_object
-from rpo_bench.hub_files import HubFiles
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.hub.file_checks import read_json_object
+from rpo_bench.hub.hub_files import HubFiles
 from rpo_bench.metrics.blip_convert import (
     split_checkpoint,
     text_config_from_med,
@@ -70,7 +70,7 @@ class ImageRewardScore(OfficialScorer):
         return paths[0].parent
 
     def build(self) -> None:
-        from transformers import BertTokenizer, BlipTextModel, BlipVisionModel
+        from transformers import BertTokenizer, BlipTextModel, BlipVisionModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
         checkpoint_path = self.weights_file("ImageReward.pt")
         state = nested_state_dict(read_state_dict(checkpoint_path, self.key), checkpoint_path, self.key)

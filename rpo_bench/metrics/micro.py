@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.metrics.base import Metric
 from rpo_bench.micro.judge import MicroJudge, weights_sha256
 from rpo_bench.micro.scenes import ATTRIBUTES, STYLES
@@ -52,6 +52,7 @@ class MicroOracle(_MicroMetric):
     share, for ranking a prompt's images; the share stays the ground truth to report)."""
 
     name = "micro-oracle"
+    aspect, aspect_rank = "content", 0  # the ground truth first
     summary = ("micro world ground truth: share of the prompt's attributes (shape, colour, size, position, "
                "background, style) the image shows; micro-oracle:<attribute> for one; micro-oracle:prob for the "
                "judge's mean probability of the requested values")
@@ -85,6 +86,7 @@ class MicroStyle(_MicroMetric):
     """Probability that the image is in style S, from the judge's style head; `micro-style:S`."""
 
     name = "micro-style"
+    aspect, aspect_rank = "style", 0  # the ground truth first
     example_arg = "vangogh"
     summary = f"micro world: probability that the image is in a style; micro-style:<{'|'.join(STYLES)}>"
 

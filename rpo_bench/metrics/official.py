@@ -22,19 +22,19 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError, MissingWeightsError
-from rpo_bench.hub_files import HubFiles
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.hub.availability import hub_unavailable, missing_file_message
+from rpo_bench.hub.hub_files import HubFiles
 from rpo_bench.metrics.base import Metric
+from rpo_bench.models.fingerprint import file_fingerprint, folder_fingerprint, resolve_hub_commit
 
 log = logging.getLogger(__name__)
 
 
 def fetch_hub_file(name: str, files: HubFiles, filename: str) -> Path:
     """A file of `files` from the local Hugging Face cache, downloading it when online."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # noqa: PLC0415 - huggingface_hub loads in ~1 s: on first use
 
-    from rpo_bench.entry_files import missing_file_message
-    from rpo_bench.hub_preflight import hub_unavailable
 
     reason = hub_unavailable()  # unreachable: the cache alone, not huggingface_hub's retries
     try:
@@ -50,7 +50,7 @@ def fetch_hub_file(name: str, files: HubFiles, filename: str) -> Path:
 @contextlib.contextmanager
 def transformers_errors_only() -> Iterator[None]:
     """Mute transformers' load report while loading part of a checkpoint on purpose; errors still show."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -61,8 +61,6 @@ def transformers_errors_only() -> Iterator[None]:
 
 
 def local_identity(path: Path) -> str:
-    from rpo_bench.models.fingerprint import file_fingerprint, folder_fingerprint
-
     digest = folder_fingerprint(path) if path.is_dir() else file_fingerprint(path)
     return f"{path.name}@{digest[:12]}"
 
@@ -134,8 +132,6 @@ class OfficialScorer(Metric):
         return f"{self.formula_version}+{self._identity}"
 
     def _hub_commit(self, files: HubFiles) -> str:
-        from rpo_bench.models.fingerprint import resolve_hub_commit
-
         return resolve_hub_commit(files.repo, files.revision, files.patterns[0], f"metric {self.key}", self.name)
 
     # --- scoring ---------------------------------------------------------------------------------------

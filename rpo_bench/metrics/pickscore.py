@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.file_checks import check_transformers_folder
-from rpo_bench.hub_files import HubFiles
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.progress import silence_library_progress
+from rpo_bench.hub.file_checks import check_transformers_folder
+from rpo_bench.hub.hub_files import HubFiles
 from rpo_bench.metrics.checkpoints import check_keys
 from rpo_bench.metrics.clip_score import check_clip_processor_files
 from rpo_bench.metrics.official import OfficialScorer, fetch_hub_file, transformers_errors_only
@@ -63,10 +64,9 @@ class PickScore(OfficialScorer):
         return paths[0].parent
 
     def build(self) -> None:
-        from safetensors import SafetensorError
-        from transformers import CLIPModel, CLIPTokenizer
+        from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
+        from transformers import CLIPModel, CLIPTokenizer  # noqa: PLC0415 - transformers loads in seconds: on first use
 
-        from rpo_bench.progress import silence_library_progress
 
         silence_library_progress()
         model_folder, processor_folder = self._folders()

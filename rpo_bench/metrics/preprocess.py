@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -35,7 +35,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def clip_image_transform(size: int = 224):
     """torchvision on PIL images: the same calls, in the same order, as the official packages."""
-    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor  # noqa: PLC0415 - torchvision: on first use
 
     return Compose([
         Resize(size, interpolation=InterpolationMode.BICUBIC),
@@ -51,8 +51,8 @@ def hps_image_transform(size: int = 224):
     normalisation. Antialiasing is explicit: the official code takes torchvision's default, which was False for
     tensors before torchvision 0.17 and True since, and moves HPS by up to ~0.1 (x100 scale). We follow the
     official code as it runs with today's torchvision."""
-    from torchvision.transforms import InterpolationMode, Normalize, ToTensor
-    from torchvision.transforms import functional as F
+    from torchvision.transforms import InterpolationMode, Normalize, ToTensor  # noqa: PLC0415 - torchvision: on first use
+    from torchvision.transforms import functional as F  # noqa: PLC0415 - torchvision: on first use
 
     to_tensor, normalize = ToTensor(), Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
@@ -83,9 +83,9 @@ def stack_pixels(transform, images: Sequence[Image.Image]) -> torch.Tensor:
 def pil_clip_image_processor(folder: Path):
     """The processor saved in `folder` (preprocessor_config.json), run by transformers' PIL backend."""
     try:
-        from transformers import CLIPImageProcessorPil
+        from transformers import CLIPImageProcessorPil  # noqa: PLC0415 - transformers loads in seconds: on first use
     except ImportError:  # transformers 4: the PIL implementation is the plain class
-        from transformers import CLIPImageProcessor as CLIPImageProcessorPil
+        from transformers import CLIPImageProcessor as CLIPImageProcessorPil  # noqa: PLC0415 - transformers loads in seconds: on first use
     return CLIPImageProcessorPil.from_pretrained(str(folder))
 
 

@@ -24,6 +24,9 @@ from rpo_bench.metrics.hps import ARCH_CONFIG_FILE, HPS_FILES, HPSv2Score
 from rpo_bench.metrics.imagereward import ImageRewardScore
 from rpo_bench.metrics.mlp_head import PreferenceMLP
 from rpo_bench.metrics.pickscore import PickScore
+from rpo_bench.models.location import tiny_models_dir
+from rpo_bench.models.tiny import _save_atomically
+from rpo_bench.models.tokenizer import clip_tokenizer
 
 IMAGE_SIZE = 224  # the official input size, so preprocessing is exercised exactly as at full size
 _MARKERS = {"tiny-hpsv2": HPS_FILES["v2.0"], "tiny-pickscore": "config.json", "tiny-imagereward": "ImageReward.pt",
@@ -42,7 +45,7 @@ class _Files:
 
 
 def _tiny_clip_model(projection_dim: int = 32):
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPConfig, CLIPModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     text = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
             "max_position_embeddings": 77, "vocab_size": 49408, "projection_dim": projection_dim,
@@ -55,9 +58,8 @@ def _tiny_clip_model(projection_dim: int = 32):
 def _clip_processor_writer(model) -> Callable[[Path], None]:
     def write(directory: Path) -> None:
         # atomic: writes into the temporary folder models.tiny renames as a whole
-        from transformers import CLIPImageProcessor
+        from transformers import CLIPImageProcessor  # noqa: PLC0415 - transformers loads in seconds: on first use
 
-        from rpo_bench.models.tokenizer import clip_tokenizer
 
         model.save_pretrained(directory, safe_serialization=True)
         CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
@@ -69,7 +71,7 @@ def _clip_processor_writer(model) -> Callable[[Path], None]:
 
 def _build_hps() -> _Files:
     # atomic: each writer fills the temporary folder models.tiny renames as a whole
-    import open_clip
+    import open_clip  # noqa: PLC0415 - open_clip loads in seconds: on first use
 
     config = {"embed_dim": 16,
               "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 32, "head_width": 16, "patch_size": 14},
@@ -113,7 +115,7 @@ def _official_blip_keys(vision: dict, text: dict, mlp: dict) -> dict[str, torch.
 
 def _build_imagereward() -> _Files:
     # atomic: each writer fills the temporary folder models.tiny renames as a whole
-    from transformers import BlipTextModel, BlipVisionConfig, BlipVisionModel
+    from transformers import BlipTextModel, BlipVisionConfig, BlipVisionModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     vocab = _bert_vocab()
     med = {"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": 32, "intermediate_size": 37,
@@ -162,9 +164,6 @@ _BUILDERS: dict[str, Callable[[], _Files]] = {"tiny-hpsv2": _build_hps, "tiny-pi
 
 def ensure_tiny_scorer(kind: str, seed: int) -> Path:
     """`<tiny models dir>/<kind>-seed<seed>`, built (seeded, atomically) on first use."""
-    from rpo_bench.models.loader import tiny_models_dir
-    from rpo_bench.models.tiny import _save_atomically
-
     path = tiny_models_dir() / f"{kind}-seed{seed}"
     if not (path / _MARKERS[kind]).is_file():
         _save_atomically(path, seed, _MARKERS[kind], _BUILDERS[kind])

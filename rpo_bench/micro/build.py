@@ -17,9 +17,14 @@ from pathlib import Path
 import torch
 
 from rpo_bench.core.atomic import atomic_write
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.progress import silence_library_progress
+from rpo_bench.micro.clip_train import train_micro_clip
+from rpo_bench.micro.judge import train_judge
+from rpo_bench.micro.unet_train import SD_BETAS, train_micro_unet
+from rpo_bench.micro.vae_train import train_micro_vae
 from rpo_bench.models.fingerprint import sha256_file
-from rpo_bench.progress import silence_library_progress
+from rpo_bench.models.tokenizer import clip_tokenizer, write_clip_tokenizer_files
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -34,8 +39,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 def _compact_tokenizer(folder: Path) -> None:
     """transformers 5 saves the 3.6 MB tokenizer.json; the vocab.json + merges.txt pair it is built from loads
     the same tokenizer in 2 MB and diffs readably, so ship that instead."""
-    from rpo_bench.models.tokenizer import write_clip_tokenizer_files
-
     (folder / "tokenizer.json").unlink(missing_ok=True)
     write_clip_tokenizer_files(folder)
 
@@ -80,12 +83,8 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
                 show_progress: bool = True) -> dict:
     _check_build_settings(out, seed=seed, threads=threads, clip_steps=clip_steps, vae_steps=vae_steps,
                           unet_steps=unet_steps, unet_pool=unet_pool, judge_steps=judge_steps)
-    from transformers import CLIPModel
+    from transformers import CLIPModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
-    from rpo_bench.micro.clip_train import train_micro_clip
-    from rpo_bench.micro.unet_train import SD_BETAS, train_micro_unet
-    from rpo_bench.micro.vae_train import train_micro_vae
-    from rpo_bench.models.tokenizer import clip_tokenizer
 
     # One thread: these models are too small to gain from a second, and on a busy machine two threads wait on
     # each other at every op barrier (measured: 15x slower steps while another job ran).
@@ -101,7 +100,6 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
                               unet_pool=unet_pool, judge_steps=judge_steps, torch_threads=torch.get_num_threads())
     ran = False
     if not (out / "judge.safetensors").is_file():  # the judge writes its own two files atomically
-        from rpo_bench.micro.judge import train_judge
 
         began = time.perf_counter()
         judge = train_judge(seed=seed, steps=judge_steps, out_dir=out, progress=show_progress, threads=threads,
@@ -122,8 +120,8 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
 
     def base_stage(tmp: Path) -> dict:
         # atomic: writes into the stage's temporary folder, which _stage renames as a whole
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
-        from transformers import CLIPTextModel
+        from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
+        from transformers import CLIPTextModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
         clip = CLIPModel.from_pretrained(out / "micro-clip", dtype=torch.float32)
         text_encoder = CLIPTextModel(clip.config.text_config)

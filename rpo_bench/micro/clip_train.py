@@ -13,16 +13,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpo_bench.core.progress import progress_bar
 from rpo_bench.micro.training_data import StyleMix, training_batch
 from rpo_bench.models.tokenizer import MODEL_MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
-from rpo_bench.progress import progress_bar
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def micro_clip_config():
-    from transformers import CLIPConfig
+    from transformers import CLIPConfig  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     return CLIPConfig(
         text_config=dict(vocab_size=VOCAB_SIZE, max_position_embeddings=MODEL_MAX_LENGTH, hidden_size=64,
@@ -60,7 +60,7 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, prompts: list[str]
 
 def train_micro_clip(out_dir: Path, seed: int = 0, steps: int = 1500, batch_size: int = 128,
                      show_progress: bool = True, mix: StyleMix = StyleMix()) -> dict[str, float]:
-    from transformers import CLIPImageProcessor, CLIPModel
+    from transformers import CLIPImageProcessor, CLIPModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

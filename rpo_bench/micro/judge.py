@@ -28,11 +28,11 @@ from PIL import Image
 from torch import nn
 
 from rpo_bench.core.atomic import atomic_path, atomic_write
-from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.progress import progress_bar
 from rpo_bench.micro.degrade import DEGRADATIONS, augment
 from rpo_bench.micro.render import COLOUR_RGB, X_CENTRES, render_batch
 from rpo_bench.micro.scenes import ATTRIBUTES, STYLES, VOCABULARIES, parse_prompt, sample_scenes
-from rpo_bench.progress import progress_bar
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 WEIGHTS_FILE, CONFIG_FILE = "judge.safetensors", "judge.json"
@@ -128,7 +128,7 @@ class MicroJudge:
 
     @classmethod
     def load(cls, folder: str | Path | None = None, device: str = "cpu") -> MicroJudge:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # noqa: PLC0415 - safetensors pulls torch: on first use
 
         folder = Path(folder) if folder else ASSETS_DIR
         weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
@@ -269,7 +269,7 @@ def train_judge(seed: int = 0, steps: int = 3000, batch_size: int = 128, minutes
     """Train the CNN on freshly rendered, augmented scenes (every batch new), measure it on fresh renders, and
     write weights + config atomically. Same seed and steps give the same weights; `minutes` only caps time.
     One thread by default: CPU reductions can depend on the thread count, and a tiny net gains little."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # noqa: PLC0415 - safetensors pulls torch: on first use
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ from itertools import product
 
 import numpy as np
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpo_bench.core.progress import progress_bar
 from rpo_bench.micro.training_data import training_batch
-from rpo_bench.progress import progress_bar
 
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
 def build_micro_unet(cross_attention_dim: int):
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     return UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
@@ -55,7 +55,7 @@ def train_micro_unet(vae, text_encoder, tokenizer, seed: int = 0, steps: int = 1
                      pool_size: int = 40000, caption_dropout: float = 0.1, ema_decay: float = 0.99,
                      show_progress: bool = True):
     """Epsilon-prediction DDPM training; returns the EMA UNet (0.99: a ~100-step window suits a few k steps)."""
-    from diffusers import DDPMScheduler
+    from diffusers import DDPMScheduler  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 200)

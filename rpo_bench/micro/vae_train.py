@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpo_bench.core.progress import progress_bar
 from rpo_bench.micro.training_data import StyleMix, training_batch
-from rpo_bench.progress import progress_bar
 
 
 def build_micro_vae(latent_channels: int = 4, downsampling: int = 4):
     """`downsampling` 4 (the build's: 8x8 latents) or 2 (16x16 latents, for experiments/micro_vae_styles.py)."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     widths = {4: (32, 64, 64), 2: (32, 64)}[downsampling]  # each block after the first halves the resolution
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(widths),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.models.spec import ModelSpec, is_local_location, spec_from_folder, spec_from_table
-from rpo_bench.registry import Registry, read_toml
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.registry import Registry, read_toml
+from rpo_bench.core.user_files import read_json
+from rpo_bench.hub.hub_files import is_local_location
+from rpo_bench.models.spec import ModelSpec, spec_from_folder, spec_from_table
 
 MODELS: Registry[ModelSpec] = Registry("models", from_table=spec_from_table)
 
@@ -43,8 +46,6 @@ VAE_FIELDS = ("vae_repo", "vae_subfolder", "vae_revision")
 
 
 def _base_key(spec: ModelSpec, ignore: tuple[str, ...] = ()) -> dict:
-    from dataclasses import asdict
-
     left_out = ("name", "description", *FINE_TUNE_FIELDS, *ignore)
     return {k: v for k, v in asdict(spec).items() if k not in left_out}
 
@@ -72,7 +73,6 @@ def fine_tune_details(spec: ModelSpec) -> dict[str, str]:
     record_path = Path(folder).expanduser() / "rpo_bench.json"
     if not (is_local_location(folder) and record_path.is_file()):
         return details
-    from rpo_bench.core.user_files import read_json
 
     try:  # a damaged record must not break the listing: the weights' path is already shown
         record = read_json(record_path, "training record")

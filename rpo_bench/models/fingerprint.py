@@ -11,9 +11,11 @@ import json
 import os
 from pathlib import Path
 
-from rpo_bench.config import home_dir, is_offline
 from rpo_bench.core.atomic import atomic_write
-from rpo_bench.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.config import home_dir, is_offline
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.hub.availability import hub_unavailable, missing_file_message, one_line
+from rpo_bench.hub.hub_files import HubFiles
 
 _HASH_CACHE_FILE = "file-hashes.json"
 
@@ -105,18 +107,14 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, nam
     fetches them."""
     if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
         return revision
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - huggingface_hub loads in ~1 s: on first use
 
     cached = try_to_load_from_cache(repo, probe_file, revision=revision)
     if isinstance(cached, str):
         return Path(cached).parts[-1 - len(Path(probe_file).parts)]  # .../snapshots/<commit>/<probe_file>
-    from rpo_bench.hub_preflight import hub_unavailable, one_line
 
     reason = hub_unavailable()
     if reason is not None and name:
-        from rpo_bench.entry_files import missing_file_message
-        from rpo_bench.hub_files import HubFiles
-
         raise MissingWeightsError(missing_file_message(name, HubFiles(repo, revision), probe_file, reason))
     if reason is not None:
         raise MissingWeightsError(
@@ -124,8 +122,8 @@ def resolve_hub_commit(repo: str, revision: str, probe_file: str, what: str, nam
             f"{reason}; fetch it on a connected machine with `hf download {repo}`"
             + (" or unset HF_HUB_OFFLINE" if is_offline() else "")
         )
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import HfApi  # noqa: PLC0415 - huggingface_hub loads in ~1 s: on first use
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError  # noqa: PLC0415 - huggingface_hub loads in ~1 s: on first use
 
     try:
         return HfApi().model_info(repo, revision=revision).sha or revision

@@ -13,32 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import home_dir
-from rpo_bench.errors import BadInputError, MissingWeightsError
-from rpo_bench.hub_preflight import hub_unavailable
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.progress import silence_library_progress
+from rpo_bench.hub.availability import first_missing_file, hub_unavailable, missing_file_message
 from rpo_bench.models.fingerprint import folder_fingerprint, resolve_hub_commit, sha256_file
+from rpo_bench.models.hub_files import model_hub_files
+from rpo_bench.models.location import base_location
 from rpo_bench.models.model_files import check_lora_fits, check_model_files, check_unet_fits, lora_file
 from rpo_bench.models.spec import ModelSpec
-from rpo_bench.progress import silence_library_progress
-
-
-def tiny_models_dir() -> Path:
-    return home_dir() / "models"
-
-
-def base_location(spec: ModelSpec) -> str:
-    """Where the base pipeline is read from: a local folder (tiny models are built on first use) or a hub id."""
-    if spec.tiny:
-        from rpo_bench.models.tiny import ensure_tiny_model
-
-        return str(ensure_tiny_model(spec.tiny, spec.seed, tiny_models_dir()))
-    if spec.is_local:
-        folder = Path(spec.location).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise BadInputError(f"model {spec.name!r}: {spec.location} is not a diffusers pipeline folder "
-                                "(no model_index.json)")
-        return str(folder)
-    return spec.repo
 
 
 def _component_identity(repo: str, revision: str, subfolder: str | None, probe: str, what: str,
@@ -83,14 +65,12 @@ def model_fingerprint(spec: ModelSpec) -> str:
 
 
 def _pipeline_class(family: str):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
 
 
 def _missing(spec: ModelSpec, exc: Exception) -> MissingWeightsError:
-    from rpo_bench.entry_files import first_missing_file, missing_file_message, model_hub_files
-
     reason = hub_unavailable()
     missing = first_missing_file(model_hub_files(spec)) if reason else None
     if missing is not None:
@@ -105,14 +85,14 @@ def _missing(spec: ModelSpec, exc: Exception) -> MissingWeightsError:
 
 def dtype_kwarg(dtype) -> dict[str, Any]:
     """diffusers renamed `torch_dtype` to `dtype` (and warns on the old name); accept both generations."""
-    from diffusers.utils import deprecation_utils
+    from diffusers.utils import deprecation_utils  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
 def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
     """Build the diffusers pipeline for `spec` on `device` in `dtype` (None: float32)."""
-    import torch
+    import torch  # noqa: PLC0415 - torch loads in seconds: on first use
 
     silence_library_progress()
     check_model_files(spec)  # broken local files: one line naming the file, before diffusers reads them
@@ -137,7 +117,7 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu", dtype=None):
 
 
 def _from_pretrained(spec: ModelSpec, location: str, kwargs: dict[str, Any], dtype):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     with _load_errors(spec, location):
         if spec.unet_repo:
@@ -157,8 +137,8 @@ def _load_errors(spec: ModelSpec, location: str) -> Iterator[None]:
 
     Local files were checked before, so what reaches here is mostly the Hub cache: absent files (offline) or a
     cached file that is damaged."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
-    from safetensors import SafetensorError
+    from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415 - huggingface_hub loads in ~1 s: on first use
+    from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
 
     try:
         yield

@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.entry_files import COMPONENT_WEIGHTS, DEFAULT_LORA_WEIGHTS, PIPELINE_COMPONENTS
-from rpo_bench.errors import BadInputError
-from rpo_bench.file_checks import read_json_object, safetensors_shapes, sharded_weight_files
-from rpo_bench.models.spec import PIPELINE_CLASS_TO_FAMILY, ModelSpec, is_local_location
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.hub.file_checks import read_json_object, safetensors_shapes, sharded_weight_files
+from rpo_bench.hub.hub_files import is_local_location
+from rpo_bench.models.hub_files import COMPONENT_WEIGHTS, DEFAULT_LORA_WEIGHTS, PIPELINE_COMPONENTS
+from rpo_bench.models.location import base_location
+from rpo_bench.models.spec import PIPELINE_CLASS_TO_FAMILY, ModelSpec
 
 # The pipeline loads without these (feature_extractor only feeds the safety checker, which the loader drops).
 OPTIONAL_COMPONENTS = {"feature_extractor"}
@@ -48,8 +50,6 @@ def _component_accepted(component: str) -> str:
 # -- the whole model ----------------------------------------------------------------------------------------------
 def check_model_files(spec: ModelSpec) -> None:
     """Every local file the load will read: pipeline folder, UNet / VAE overrides, LoRA; then whether the UNet fits."""
-    from rpo_bench.models.loader import base_location
-
     what = f"model {spec.name!r}"
     base = Path(base_location(spec))
     overridden = {component for component, repo in (("unet", spec.unet_repo), ("vae", spec.vae_repo)) if repo}

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.errors import BadInputError
-from rpo_bench.registry import INTEGER, STRING, check_table_keys, check_table_values, rules_from_dataclass
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.registry import INTEGER, STRING, check_table_keys, check_table_values, rules_from_dataclass
+from rpo_bench.hub.hub_files import is_local_location
 
 FAMILIES = ("sd15", "sdxl")
 PACKAGE_PREFIX = "package:"  # a path relative to the rpo_bench package folder
@@ -17,11 +18,6 @@ PIPELINE_CLASS_TO_FAMILY = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
 }
-
-
-def is_local_location(location: str) -> bool:
-    """A path (not a Hub repo id): what the loader and `rpo-bench download` read from disk, not from the Hub."""
-    return bool(location) and (location.startswith(("/", ".", "~")) or Path(location).expanduser().is_dir())
 
 
 @dataclass(frozen=True)

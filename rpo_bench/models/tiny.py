@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from rpo_bench.config import safe_child, writable_dir
-from rpo_bench.errors import BadInputError, UnknownNameError
+from rpo_bench.core.config import safe_child, writable_dir
+from rpo_bench.core.errors import BadInputError, UnknownNameError
 from rpo_bench.models.tokenizer import EOS_TOKEN, MODEL_MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
 
 # The noise schedule every SD1.x / SDXL checkpoint was trained with.
@@ -31,7 +31,7 @@ _SD_BETAS = {
 
 def _text_config(projection_dim: int = 32, hidden_act: str = "quick_gelu"):
     """CLIP text encoder: only the width shrinks; vocabulary and context length stay the real ones."""
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     return CLIPTextConfig(
         vocab_size=VOCAB_SIZE,
@@ -49,7 +49,7 @@ def _text_config(projection_dim: int = 32, hidden_act: str = "quick_gelu"):
 
 
 def _vae(scaling_factor: float):
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     # Four blocks = three downsamplings = the real 8x factor, so latents are 8x8 for a 64x64 image.
     return AutoencoderKL(
@@ -67,7 +67,7 @@ def _vae(scaling_factor: float):
 
 
 def _unet(cross_attention_dim: int, **extra):
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     # Two resolutions, one with cross-attention: the smallest UNet that still has skip connections across a
     # downsample and text conditioning (norm groups must divide 32, the narrowest block).
@@ -89,7 +89,7 @@ def _unet(cross_attention_dim: int, **extra):
 @contextlib.contextmanager
 def _quiet_transformers_progress():
     """transformers 5 draws a "Writing model shards" bar per text encoder: noise for a one-second build."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -114,7 +114,7 @@ def _save_atomically(path: Path, seed: int, marker: str, build: Callable[[], obj
 
 def _build_and_rename(path: Path, seed: int, marker: str, build: Callable[[], object]) -> Path:
     # atomic: everything is saved into a temporary folder that replaces `path` in one rename
-    import torch
+    import torch  # noqa: PLC0415 - torch loads in seconds: on first use
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; the renamed folder should read like any other cache entry
@@ -139,8 +139,8 @@ def _build_and_rename(path: Path, seed: int, marker: str, build: Callable[[], ob
 
 def build_tiny_sd15(path: Path, seed: int) -> Path:
     """An SD1.5-shaped StableDiffusionPipeline; native resolution 64x64."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
+    from transformers import CLIPTextModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     def build():
         # The default scheduler the real SD1.5 repo ships; steps_offset=1 also avoids diffusers' deprecation
@@ -165,8 +165,8 @@ def build_tiny_sdxl(path: Path, seed: int) -> Path:
 
     Load it with `add_watermarker=False` (no invisible-watermark dependency needed).
     """
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     time_embed_dim = 8
     pooled_dim = 32  # text_encoder_2's projection_dim; the UNet's added embedding takes its pooled output
@@ -201,8 +201,8 @@ def build_tiny_sdxl(path: Path, seed: int) -> Path:
 
 def build_tiny_clip(path: Path, seed: int) -> Path:
     """A CLIPModel with its CLIPProcessor in one folder: the offline stand-in for the CLIP-score model."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor  # noqa: PLC0415 - transformers loads in seconds: on first use
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     class _ModelWithProcessor:
         """Saves model and processor together so both land in the one atomically renamed folder."""

@@ -98,7 +98,7 @@ def clip_tokenizer(pad_token: str = EOS_TOKEN) -> CLIPTokenizer:
 
     Loaded through from_pretrained(dir): transformers 5 silently ignores vocab_file=/merges_file= kwargs.
     """
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # noqa: PLC0415 - transformers loads in seconds: on first use
 
     with tempfile.TemporaryDirectory(prefix="rpo-bench-clip-tok-") as tmp:
         return CLIPTokenizer.from_pretrained(write_clip_tokenizer_files(Path(tmp), pad_token=pad_token))

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from rpo_bench.core.atomic import atomic_path, fsync_folder
-from rpo_bench.errors import BadInputError, RpoBenchError
+from rpo_bench.core.errors import BadInputError, RpoBenchError
 
 CHECKPOINTS = "checkpoints"
 SNAPSHOTS = "snapshots"  # evaluable model folders saved along the way (--snapshot-every), not for resuming
@@ -102,8 +102,8 @@ def write_checkpoint(final: Path, state: dict[str, Any], weights: dict[str, torc
     leaves either the old checkpoint or the new one, never half of one. Then drop all but the newest `keep`
     checkpoints. A failed write (a full disk) removes the temp folder and raises CheckpointWriteError naming the
     last good checkpoint. Called by the one process that holds the output's lock."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
+    from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
+    from safetensors.torch import save_file  # noqa: PLC0415 - safetensors pulls torch: on first use
 
     text = json.dumps({"format": CHECKPOINT_FORMAT, **state}, indent=1)  # raises on anything JSON cannot hold
     parent = final.parent
@@ -183,8 +183,8 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 def read_checkpoint(folder: Path) -> Checkpoint:
     """Every file through a loader that cannot run code: JSON, safetensors, torch.load(weights_only=True)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # noqa: PLC0415 - safetensors pulls torch: on first use
+    from safetensors.torch import load_file  # noqa: PLC0415 - safetensors pulls torch: on first use
 
     state = read_state(folder)
     try:

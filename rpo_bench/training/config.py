@@ -6,13 +6,15 @@ Precedence: preset < config file < command-line flags.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.user_files import read_config
 
 METHODS = ("sft", "dpo", "rpo")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -128,14 +130,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                               pairs_per_device=1, grad_accum=128, steps=2000, lr_scheduler="constant_with_warmup",
                               warmup_steps=500, caption_dropout=0.2, mixed_precision="fp16", resolution=1024,
                               gradient_checkpointing=True, lora_rank=0),
-    # The micro world's recipe, from the sweep in docs/micro-recipe.md: the full 1.1M-parameter UNet (LoRA is slower
-    # there), a learning rate low enough not to undo micro-base's EMA-smoothed weights (3e-5 and above made every
-    # method worse than the base), caption dropout 0.1 as micro-base was trained with (without it the unconditional
-    # branch that CFG 5 amplifies drifts), 16 pairs a step, 400 steps (~1.2 passes over micro-pickapic).
+    # The micro world's recipe: point D of the sweep in docs/micro-recipe.md, where each value's reason is measured.
     "micro": dict(model="micro-base", data="micro-pickapic", lora_rank=0, lr=1e-5, beta=5000.0, tau=0.5,
                   caption_dropout=0.1, pairs_per_device=16, steps=400, eval_every=100, log_every=50),
-    # train --style on a micro style (docs/style-recipe.md): the same budget for every method
-    # lr 1e-4, ten times the preference recipe's: at 1e-5 no method moves micro-style above +0.04 in 400 steps
+    # train --style on a micro style, the same budget for every method: chosen by the sweep in docs/style-recipe.md.
     "micro-style": dict(model="micro-base", lora_rank=0, lr=1e-4, beta=5000.0, tau=0.5, caption_dropout=0.1,
                         pairs_per_device=16, steps=400, eval_every=100, log_every=50),
     "tiny-cpu": dict(model="tiny-sd15", pairs_per_device=4, steps=20, lr=1e-4, lora_rank=4, beta=500.0,
@@ -170,8 +168,6 @@ class SettingValues(dict):
 def read_config_file(path: Path) -> SettingValues:
     """TOML, YAML or JSON, through the one reader of user files (UTF-8, a regular file, one-line errors that name
     the file and the place); a `[train]` table or top-level keys."""
-    from rpo_bench.core.user_files import read_config
-
     values = read_config(path, "config file")
     values = values.get("train", values)
     if not isinstance(values, Mapping):
@@ -209,8 +205,6 @@ def build_config(preset: str | None = None, file_values: Mapping[str, Any] | Non
     layers: list[tuple[Mapping[str, Any], str]] = []
     if preset:
         if preset not in PRESETS:
-            import difflib
-
             close = difflib.get_close_matches(preset, PRESETS, n=3)
             raise BadInputError(f"unknown preset {preset!r}; " + (f"did you mean {', '.join(close)}?" if close
                                 else f"known: {', '.join(PRESETS)}"))
@@ -291,8 +285,10 @@ def _number_ranges(config: TrainConfig, sources: Mapping[str, str]) -> None:
 
 def _check_style(config: TrainConfig, sources: Mapping[str, str]) -> None:
     """--style names a registered style; relabel needs a set to re-label (the micro world has its own)."""
-    from rpo_bench.style_data import PAIR_MODES
-    from rpo_bench.styles import get_style
+    from rpo_bench.evaluation.preflight import require_fetchable  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
+    from rpo_bench.style.availability import absent_style  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
+    from rpo_bench.style.registry import get_style, reference_images  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
+    from rpo_bench.training.style_pairs import PAIR_MODES  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
 
     style = get_style(config.style)
     _choice("pairs", config.pairs, PAIR_MODES, sources)
@@ -300,17 +296,16 @@ def _check_style(config: TrainConfig, sources: Mapping[str, str]) -> None:
         raise BadInputError(f"--pairs relabel re-labels an existing preference set and --data is empty; accepted: "
                             f"--data PATH|HUB-ID (style {config.style!r} is not a micro style, which would use "
                             "micro-pickapic)")
-    from rpo_bench.hub_preflight import require_fetchable
-    from rpo_bench.styles import reference_images
 
-    require_fetchable(models=[config.model], styles=[style.name])  # an unreachable Hub: one line, no retries
+    # an unreachable Hub: one line, no retries
+    require_fetchable(models=[config.model], extra=[absent_style(style.name)])
     reference_images(style)  # unreadable, too few or not fetched: said before any folder or model is made
 
 
 def style_layer(values: Mapping[str, Any], preset: str | None) -> dict[str, Any]:
     """What --style S fills in below a config file and flags: the style's base model, and for a micro style the
     measured micro-style recipe unless a preset was named."""
-    from rpo_bench.styles import get_style
+    from rpo_bench.style.registry import get_style  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
 
     style = get_style(str(values["style"]))
     layer: dict[str, Any] = {}
@@ -337,7 +332,7 @@ def validate(config: TrainConfig, sources: Mapping[str, str] | None = None) -> N
     _choice("lr_scheduler", config.lr_scheduler, LR_SCHEDULERS, sources)
     _choice("device", config.device, DEVICES, sources)
     if isinstance(config, RPOConfig):
-        from rpo_bench.training.losses import PLACEMENTS, WEIGHT_SCALES
+        from rpo_bench.training.losses import PLACEMENTS, WEIGHT_SCALES  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
 
         _choice("embed_mode", config.embed_mode, ("text", "image", "joint"), sources)
         _choice("weight_scale", config.weight_scale, WEIGHT_SCALES, sources)

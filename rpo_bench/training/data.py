@@ -26,10 +26,12 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from rpo_bench.config import home_dir, is_offline, safe_child
 from rpo_bench.core.atomic import atomic_write
-from rpo_bench.errors import BadInputError, MissingWeightsError
-from rpo_bench.progress import progress_bar
+from rpo_bench.core.config import home_dir, is_offline, safe_child
+from rpo_bench.core.errors import BadInputError, MissingWeightsError
+from rpo_bench.core.progress import progress_bar
+from rpo_bench.hub.dataset_cells import image_bytes
+from rpo_bench.metrics.preprocess import to_eight_bit
 
 log = logging.getLogger(__name__)
 
@@ -90,29 +92,6 @@ class _HubImage:
         return image_bytes(self.dataset[self.row][self.column])
 
 
-def image_bytes(value: Any) -> bytes:
-    """An image cell as stored by parquet / `datasets`: raw bytes, {'bytes', 'path'}, a PIL image, or None.
-
-    None and empty values (Pick-a-Pic's withdrawn images) become b"", which fails the decode check.
-    """
-    if value is None:
-        return b""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, Mapping):
-        if value.get("bytes"):
-            return bytes(value["bytes"])
-        if value.get("path"):
-            return Path(value["path"]).read_bytes()
-        return b""
-    if isinstance(value, Image.Image):
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        return buffer.getvalue()
-    raise BadInputError(f"an image cell of type {type(value).__name__}; accepted: bytes, a {{bytes, path}} "
-                        "mapping, a PIL image or null")
-
-
 def decodes(data: bytes) -> bool:
     """Full decode (JPEG at 1/8 scale, which still reads every entropy-coded byte).
 
@@ -129,8 +108,6 @@ def decodes(data: bytes) -> bool:
 
 def _open_rgb(data: bytes, name: str) -> Image.Image:
     """16-bit and float images scaled as the scorers scale them (PIL's convert would clip them to white)."""
-    from rpo_bench.metrics.preprocess import to_eight_bit
-
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         return to_eight_bit(image, name).convert("RGB")
@@ -255,8 +232,8 @@ def _file_ref(value: Any, base: Path, where: str, column: str) -> ImageRef:
 
 def _parquet_rows(paths: Sequence[Path], limit: int | None) -> Iterator[_Row]:
     """Pick-a-Pic's shards: images as bytes (or `datasets` {bytes, path} structs). Their bytes stay in memory."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # noqa: PLC0415 - pyarrow: on first use
+    import pyarrow.parquet as pq  # noqa: PLC0415 - pyarrow: on first use
 
     count = 0
     for path in paths:
@@ -280,7 +257,7 @@ def _parquet_rows(paths: Sequence[Path], limit: int | None) -> Iterator[_Row]:
 
 
 def _hub_rows(dataset: Any, name: str, limit: int | None) -> Iterator[_Row]:
-    import datasets
+    import datasets  # noqa: PLC0415 - datasets loads in seconds: on first use
 
     _require_columns(dataset.column_names, name)
     for column in IMAGE_COLUMNS:  # keep encoded bytes: decoding every image to PIL here would be wasted
@@ -395,7 +372,7 @@ def _hub_error(dataset_id: str, split: str, exc: Exception) -> MissingWeightsErr
 
 
 def _load_hub(dataset_id: str, split: str, limit: int | None, show_progress: bool) -> PreferenceData:
-    import datasets
+    import datasets  # noqa: PLC0415 - datasets loads in seconds: on first use
 
     try:
         dataset = datasets.load_dataset(dataset_id, split=split)
@@ -441,7 +418,7 @@ def _materialise_stream(dataset_id: str, split: str, limit: int | None, folder: 
     Ties and withdrawn images are kept here (a faithful mirror of the rows); loading drops and counts them.
     """
     # atomic: rows and images go into `.partial`, which replaces `folder` in one rename once complete
-    import datasets
+    import datasets  # noqa: PLC0415 - datasets loads in seconds: on first use
 
     partial = folder.with_name(folder.name + ".partial")
     (partial / "images").mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import torch
 
 class DiffusionParts:
     def __init__(self, pipe, family: str, resolution: int, device: torch.device, weight_dtype: torch.dtype):
-        from diffusers import DDPMScheduler
+        from diffusers import DDPMScheduler  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
         self.pipe, self.family, self.resolution = pipe, family, resolution
         self.device, self.weight_dtype = device, weight_dtype

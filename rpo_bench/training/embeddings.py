@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rpo_bench.config import home_dir, writable_dir
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.config import home_dir, writable_dir
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.progress import progress_bar
+from rpo_bench.core.sqlite_wal import enable_wal, retry_while_locked
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.clip_score import DEFAULT_BACKBONE, HFClipBackbone
-from rpo_bench.progress import progress_bar
-from rpo_bench.sqlite_wal import enable_wal, retry_while_locked
 from rpo_bench.training.data import PreferenceData
 
 log = logging.getLogger(__name__)

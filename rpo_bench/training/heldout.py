@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.training import losses
 from rpo_bench.training.batches import heldout_randomness, image_to_tensor
 from rpo_bench.training.config import HELDOUT_CAP, DPOConfig

@@ -12,9 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import user_registry_file, writable_dir
+import tomllib
+
 from rpo_bench.core.atomic import atomic_path, atomic_write
-from rpo_bench.errors import BadInputError
+from rpo_bench.core.config import user_registry_file, writable_dir
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.registry import read_toml
+from rpo_bench.models.catalog import MODELS
+from rpo_bench.style.registry import get_style, references_fingerprint
 from rpo_bench.training.losses import BETA_CONVENTION
 
 RECORD_FILE = "rpo_bench.json"
@@ -76,9 +81,9 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
     output.mkdir(parents=True, exist_ok=True)
     # atomic: diffusers writes into a staging folder; each file then moves into place through atomic_path
     if config.lora_rank > 0:
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
+        from diffusers.utils import convert_state_dict_to_diffusers  # noqa: PLC0415 - diffusers loads in seconds: on first use
+        from peft.utils import get_peft_model_state_dict  # noqa: PLC0415 - peft loads in seconds: on first use
 
         pipeline_class = StableDiffusionXLPipeline if trainer.spec.family == "sdxl" else StableDiffusionPipeline
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
@@ -116,7 +121,6 @@ def style_record(config) -> dict[str, Any] | None:
     """What --style taught: the style, where its references came from and how pairs were made."""
     if not config.style:
         return None
-    from rpo_bench.styles import get_style, references_fingerprint
 
     style = get_style(config.style)
     return {"name": style.name, "description": style.description, "references": style.source_text,
@@ -133,8 +137,6 @@ def _absolute_if_local(value: str) -> str:
 
 
 def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
-    from rpo_bench.models.catalog import MODELS
-
     out = dict(config)
     out["output"] = str(Path(config["output"]).expanduser().resolve())
     out["data"] = _absolute_if_local(config["data"])
@@ -176,9 +178,6 @@ def check_name_free(name: str, output: Path | None = None, overwrite: bool = Fal
     True when the name is already registered for this very output folder (a resumed run that registered it).
     With `overwrite`, an entry of the user registry may be taken (register_model replaces it); a built-in or
     plug-in model never: a user entry of its name would shadow it everywhere."""
-    from rpo_bench.models.catalog import MODELS
-    from rpo_bench.registry import read_toml
-
     path = user_registry_file()
     existing = read_toml(path).get("models", {}) if path.is_file() else {}
     if name in existing:
@@ -208,15 +207,12 @@ def register_model(name: str, table: dict[str, Any], replace: bool = False) -> N
     if replace:
         text = _without_model(text, name, path)
     atomic_write(path, text + "\n".join(lines) + "\n")
-    from rpo_bench.models.catalog import MODELS
 
     MODELS.reset_plugins()  # so this process sees the new entry too
 
 
 def _table_header(line: str) -> list[str] | None:
     """The key path of a `[a.b."c"]` header line (any quoting or spacing TOML allows), else None."""
-    import tomllib
-
     stripped = line.strip()
     if not stripped.startswith("[") or stripped.startswith("[["):
         return None
@@ -234,8 +230,6 @@ def _table_header(line: str) -> list[str] | None:
 def _without_model(text: str, name: str, path: Path) -> str:
     """`text` without its [models.NAME] table (header to the next header), checked by parsing: the result must
     hold everything the file held except that entry, or nothing is written."""
-    import tomllib
-
     kept, skipping = [], False
     for line in text.splitlines(keepends=True):
         header = _table_header(line)

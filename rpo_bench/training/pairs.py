@@ -17,17 +17,17 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from rpo_bench.config import resolve_device, resolve_dtype, writable_dir
 from rpo_bench.core.atomic import atomic_write
-from rpo_bench.errors import BadInputError
-from rpo_bench.evaluate import EvaluateConfig, default_image_cache, evaluate
-from rpo_bench.image_cache import ImageCache
+from rpo_bench.core.config import default_image_cache, resolve_device, resolve_dtype, writable_dir
+from rpo_bench.core.errors import BadInputError
+from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.image_cache import ImageCache
+from rpo_bench.evaluation.prompts import load_prompt_set
+from rpo_bench.evaluation.protocols import PROTOCOLS
+from rpo_bench.evaluation.store import ResultsStore
 from rpo_bench.metrics import make_metric
 from rpo_bench.models.catalog import resolve_model
 from rpo_bench.models.loader import model_fingerprint
-from rpo_bench.prompts import load_prompt_set
-from rpo_bench.protocols import PROTOCOLS
-from rpo_bench.store import ResultsStore
 from rpo_bench.training.data import write_preference_folder
 
 PAIR_MODES = ("best-worst", "top-bottom", "all")

@@ -26,10 +26,14 @@ from typing import Any
 
 import torch
 
-from rpo_bench.config import seed_everything
 from rpo_bench.core.atomic import atomic_write
-from rpo_bench.core.locks import folder_lock
-from rpo_bench.errors import BadInputError, RpoBenchError
+from rpo_bench.core.config import seed_everything
+from rpo_bench.core.errors import BadInputError, RpoBenchError
+from rpo_bench.core.locks import folder_lock, refuse_if_locked
+from rpo_bench.core.progress import progress_bar
+from rpo_bench.models.catalog import resolve_model
+from rpo_bench.models.loader import load_pipeline, model_fingerprint
+from rpo_bench.style.registry import get_style
 from rpo_bench.training import losses
 from rpo_bench.training.batches import draw_randomness, global_batch_indices, image_to_tensor
 from rpo_bench.training.checkpoint import (
@@ -45,7 +49,20 @@ from rpo_bench.training.checkpoint import (
     write_failure_reason,
 )
 from rpo_bench.training.config import DPOConfig, RPOConfig, TrainConfig, resume_mismatch
+from rpo_bench.training.data import load_preference_data
 from rpo_bench.training.diffusion import DiffusionParts, adapters_disabled, repeat_condition
+from rpo_bench.training.embeddings import compute_embeddings, pair_embeddings
+from rpo_bench.training.heldout import HeldOutEvaluator, split_heldout
+from rpo_bench.training.micro_pickapic import resolve_preference_source
+from rpo_bench.training.output import (
+    RECORD_FILE,
+    check_name_free,
+    format_diagnostics,
+    format_heldout,
+    is_training_run,
+    save_output,
+)
+from rpo_bench.training.style_pairs import build_style_pairs
 from rpo_bench.training.unet_setup import make_lr_scheduler, make_optimizer, prepare_unet
 
 log = logging.getLogger(__name__)
@@ -74,14 +91,14 @@ class TrainResult:
 
 
 def _accelerator(config: TrainConfig):
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # noqa: PLC0415 - accelerate loads in seconds: on first use
 
     cpu = config.device == "cpu" or not torch.cuda.is_available()
     if cpu and config.mixed_precision == "fp16":
         raise BadInputError("--mixed-precision fp16 needs a GPU; on the CPU use bf16 or no")
     log_with = None
     try:
-        import tensorboard  # noqa: F401
+        import tensorboard  # noqa: PLC0415, F401 - optional: logs go to TensorBoard only when it is installed
 
         log_with = "tensorboard"
     except ImportError:
@@ -93,9 +110,6 @@ def _accelerator(config: TrainConfig):
 def style_source(config: TrainConfig, device: str, show_progress: bool) -> str:
     """--style: the style's preference folder, built once (reference pairs, or --data re-labelled by the style
     probe; a micro style re-labels micro-pickapic when --data is empty)."""
-    from rpo_bench.style_data import build_style_pairs
-    from rpo_bench.styles import get_style
-
     style = get_style(config.style)
     relabel_source = config.data or ("micro-pickapic" if style.micro else None)
     return str(build_style_pairs(style, config.pairs, source=relabel_source, per_reference=config.style_losers,
@@ -174,7 +188,6 @@ class Trainer:
         if overwrite_name and not config.name:
             raise BadInputError("--overwrite-name replaces the registry entry named by --name; give --name too")
         if config.name:  # before hours of training, not after
-            from rpo_bench.training.output import check_name_free
 
             check_name_free(config.name, self.output, overwrite=overwrite_name)
         self.heldout = None
@@ -192,8 +205,6 @@ class Trainer:
                         "Use more pairs per device or --contrast global.")
 
     def _check_output(self) -> None:
-        from rpo_bench.training.output import RECORD_FILE, is_training_run
-
         if self.output.exists() and not self.output.is_dir():
             raise BadInputError(f"--output {self.output} is a file; give a folder")
         self._check_writable()
@@ -238,11 +249,6 @@ class Trainer:
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        from rpo_bench.micro.preferences import resolve_preference_source
-        from rpo_bench.models.catalog import resolve_model
-        from rpo_bench.models.loader import load_pipeline, model_fingerprint
-        from rpo_bench.training.data import load_preference_data
-
         config, accelerator = self.config, self.accelerator
         self.spec = resolve_model(config.model)
         self.base_fingerprint = model_fingerprint(self.spec)
@@ -253,14 +259,11 @@ class Trainer:
             self.data = load_preference_data(source, split=config.data_split, limit=config.data_limit or None,
                                              stream=config.data_stream,
                                              show_progress=self.show_progress and accelerator.is_main_process)
-        from rpo_bench.training.heldout import split_heldout
 
         self.train_indices, self.heldout_indices = split_heldout(self.data.captions, config.heldout_pairs,
                                                                  config.seed)
         self.table = None
         if self.is_rpo:
-            from rpo_bench.training.embeddings import compute_embeddings
-
             with accelerator.main_process_first():
                 self.table = compute_embeddings(self.data, self.embed_model(), device=str(accelerator.device),
                                                 show_progress=self.show_progress and accelerator.is_main_process)
@@ -342,8 +345,6 @@ class Trainer:
         return loss, {"loss": loss.item(), **losses.preference_diagnostics(*args, config.beta, weights)}
 
     def _weights(self, indices: list[int]) -> torch.Tensor:
-        from rpo_bench.training.embeddings import pair_embeddings
-
         u, v = pair_embeddings(self.table, indices, self.config.embed_mode)
         return losses.rpo_weights(u, v, self.config.tau, self.config.pin_diagonal).to(self.accelerator.device)
 
@@ -392,8 +393,6 @@ class Trainer:
                 self._save_on_interrupt()
                 raise
             if accelerator.is_main_process:
-                from rpo_bench.training.output import save_output
-
                 with self._writing(self.output):
                     save_output(self, config.steps)
             accelerator.wait_for_everyone()
@@ -411,15 +410,13 @@ class Trainer:
             except RpoBenchError as exc:
                 refusal = str(exc)
         if self.world > 1:
-            from accelerate.utils import broadcast_object_list
+            from accelerate.utils import broadcast_object_list  # noqa: PLC0415 - accelerate loads in seconds: on first use
 
             refusal = broadcast_object_list([refusal], from_process=0)[0]
         if refusal is not None:
             raise BadInputError(refusal)
 
     def _refuse_if_in_use(self) -> None:
-        from rpo_bench.core.locks import refuse_if_locked
-
         refuse_if_locked(self.output, LOCKED)
 
     @contextlib.contextmanager
@@ -485,8 +482,6 @@ class Trainer:
                                    "then run the same command with --resume") from exc
 
     def _loop(self, start: int) -> list[dict[str, float]]:
-        from rpo_bench.progress import progress_bar
-
         config = self.config
         history: list[dict[str, float]] = []
         spikes = SpikeWatch()
@@ -515,8 +510,6 @@ class Trainer:
         """The model after `steps_done` steps as an evaluable output folder (OUTPUT/snapshots/step-N), for curves of
         a metric against training steps. Written before a checkpoint at the same step, so a resume redoes both."""
         if self.accelerator.is_main_process:
-            from rpo_bench.training.output import save_output
-
             folder = self.output / SNAPSHOTS / f"step-{steps_done}"
             with self._writing(folder):
                 save_output(self, steps_done, folder=folder)
@@ -528,7 +521,6 @@ class Trainer:
         UNet with its adapters off (LoRA), or the UNet itself before any checkpoint is loaded (full SFT)."""
         if not self.heldout_indices:
             return
-        from rpo_bench.training.heldout import HeldOutEvaluator
 
         config = self.config
         self.heldout = HeldOutEvaluator(self.data, self.heldout_indices, self.parts, config.seed,
@@ -555,8 +547,6 @@ class Trainer:
             return
         self._append_log_line(record)
         if self.show_progress:
-            from rpo_bench.training.output import format_heldout
-
             self.accelerator.print(format_heldout(record))
 
     def _save_on_interrupt(self) -> None:
@@ -617,8 +607,6 @@ class Trainer:
             return
         self._append_log_line(record)
         if self.config.log_every and int(record["step"]) % self.config.log_every == 0 and self.show_progress:
-            from rpo_bench.training.output import format_diagnostics
-
             accelerator.print(format_diagnostics(record))
 
     def _append_log_line(self, record: dict[str, float]) -> None:

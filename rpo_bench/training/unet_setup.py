@@ -10,6 +10,7 @@ import copy
 
 import torch
 
+from rpo_bench.core.errors import BadInputError
 from rpo_bench.training.config import TrainConfig
 
 LORA_LAYER_TYPES = (torch.nn.Linear, torch.nn.Conv2d)  # what peft's LoRA wraps in a diffusers UNet
@@ -21,8 +22,6 @@ def lora_target_modules(unet, lora_targets: str) -> list[str]:
 
     peft matches a target against the end of each module path; a name that matches nothing fails deep in peft
     (NoMatchingPeftModuleError) and leaves the UNet half-modified, so it is refused here, before peft runs."""
-    from rpo_bench.errors import BadInputError
-
     targets = [t.strip() for t in lora_targets.split(",") if t.strip()]
     layers = [name for name, module in unet.named_modules() if isinstance(module, LORA_LAYER_TYPES)]
 
@@ -38,7 +37,7 @@ def lora_target_modules(unet, lora_targets: str) -> list[str]:
 
 
 def add_lora(unet, config: TrainConfig) -> None:
-    from peft import LoraConfig
+    from peft import LoraConfig  # noqa: PLC0415 - peft loads in seconds: on first use
 
     targets = lora_target_modules(unet, config.lora_targets)
     unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or config.lora_rank,
@@ -68,7 +67,7 @@ def prepare_unet(unet, config: TrainConfig, weight_dtype: torch.dtype, needs_ref
 
 def make_optimizer(parameters, config: TrainConfig):
     if config.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
+        from transformers.optimization import Adafactor  # noqa: PLC0415 - transformers loads in seconds: on first use
 
         # Fixed learning rate, as the official SDXL recipe: no relative step, no parameter scaling.
         return Adafactor(parameters, lr=config.lr, scale_parameter=False, relative_step=False, warmup_init=False,
@@ -77,9 +76,8 @@ def make_optimizer(parameters, config: TrainConfig):
 
 
 def make_lr_scheduler(optimizer, config: TrainConfig):
-    from diffusers.optimization import get_scheduler
+    from diffusers.optimization import get_scheduler  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
-    from rpo_bench.errors import BadInputError
 
     try:
         return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
