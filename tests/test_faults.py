@@ -283,11 +283,13 @@ def test_pairs_killed_at_seeded_points_resumes_to_the_same_preference_set(world,
 # -- train ----------------------------------------------------------------------------------------------------------
 def _train_call(data: Path, checkpoint_every: int = 1) -> Callable[[Path, Path, int], Callable[[], int]]:
     def make(home: Path, folder: Path, attempt: int) -> Callable[[], int]:
-        # RPO with LoRA: the run also fills the embedding cache in its home, so kills land there as well.
+        # RPO with LoRA: the run also fills the embedding cache in its home, so kills land there as well. With an
+        # EMA of the weights: the saved weights are the average, so they come out bit-identical only when resume
+        # restores both the training weights and the average exactly.
         argv = ["train", "--model", "tiny-sd15", "--data", str(data), "--output", str(folder / "out"), "--method",
                 "rpo", "--steps", str(TRAIN_STEPS), "--pairs-per-device", "3", "--lr", "1e-3", "--lora-rank", "4",
-                "--beta", "500", "--device", "cpu", "--checkpoint-every", str(checkpoint_every), "--log-every", "0",
-                "--quiet"]
+                "--beta", "500", "--ema-decay", "0.9", "--device", "cpu", "--checkpoint-every", str(checkpoint_every),
+                "--log-every", "0", "--quiet"]
         return cli(home, argv + (["--resume"] if attempt else []))
 
     return make
@@ -318,6 +320,10 @@ def _assert_train_equal(folder: Path, reference: Reference) -> None:
     assert not different, f"{len(different)} of {len(expected)} LoRA tensors differ, e.g. {different[0]}"
     assert _train_log(folder) == _train_log(reference.folder)
     assert _checkpoint_steps(folder)[-1] == TRAIN_STEPS
+    last = Path("out") / "checkpoints" / f"step-{TRAIN_STEPS}" / "ema.safetensors"
+    average, expected_average = load_file(folder / last), load_file(reference.folder / last)
+    assert average.keys() == expected_average.keys() and average
+    assert all(torch.equal(average[name], expected_average[name]) for name in average)
 
 
 @pytest.fixture(scope="module")

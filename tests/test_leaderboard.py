@@ -172,7 +172,7 @@ def test_leaderboard_bad_seed_in_a_list_is_blamed_on_the_key_not_on_seeds_flag(t
 @pytest.mark.parametrize("text, fragment", [
     ('[demo]\nset = ["lr=abc"]\n', "[demo] set item 'lr=abc': 'abc' is not a number"),
     ('[demo]\nset = ["lr=-1"]\n', "[demo]: --lr -1.0"),
-    ('[demo]\nmethods = "dpo,ppo"\n', "[demo] methods = 'dpo,ppo': 'ppo'; accepted: one or more of sft, dpo, rpo"),
+    ('[demo]\nmethods = "dpo,ppo"\n', "[demo] methods = 'dpo,ppo': unknown method 'ppo'; did you mean rpo, dpo, mapo?"),
     ('[demo]\nstyle = "sketch"\n', "[demo] style = 'sketch': micro compare --style 'sketch': not a micro style"),
     ("[demo]\ncolour = 1\n", "[demo]: unknown key(s) colour"),
 ])

@@ -30,7 +30,7 @@ def test_compare_trains_each_method_and_reports_paired_numbers(preference_folder
                                                                tmp_path):
     config = CompareConfig(out=tmp_path / "cmp", methods=("sft", "dpo"), train_seeds=(0, 1), preset=None,
                            overrides=dict(model=BASE, data=str(preference_folder), steps=2, pairs_per_device=2,
-                                          lr=1e-3, beta=500.0, snapshot_every=1, heldout_pairs=0, log_every=0),
+                                          lr=1e-3, beta=500.0, snapshot_every=1, heldout_pairs=1.0, log_every=0),
                            prompts=str(few_micro_prompts), eval_seeds=(0, 1), show_progress=False)
     rows, markdown = run_comparison(config)
     names = [row.name for row in rows]
@@ -56,6 +56,13 @@ def test_compare_trains_each_method_and_reports_paired_numbers(preference_folder
     assert rows[1].comparison.win_rate.estimate == pytest.approx(stats.win_rate(sft, base).estimate)
     assert "| sft | micro-base |" in markdown
     assert (config.out / "comparison.json").is_file() and (config.out / "comparison.md").is_file()
+    # every method's held-out diagnostics side by side, averaged over its runs' own records
+    heldout = json.loads((config.out / "comparison.json").read_text())["heldout"]
+    assert set(heldout) == {"sft", "dpo"} and heldout["dpo"]["runs"] == 2
+    runs = [json.loads((config.out / f"dpo-seed{s}" / "rpo_bench.json").read_text())["heldout"]["last"]
+            for s in (0, 1)]
+    assert heldout["dpo"]["heldout_d_w"] == pytest.approx((runs[0]["heldout_d_w"] + runs[1]["heldout_d_w"]) / 2)
+    assert "| method | held-out accuracy | margin | D^w | D^l | runs |" in markdown and "| dpo | " in markdown
     curve = json.loads((config.out / "curve.json").read_text())
     assert [p["step"] for p in curve["dpo"]] == [0, 1, 2]  # micro-base, the step-1 snapshot, the final output
     assert (config.out / "curve.png").stat().st_size > 1000

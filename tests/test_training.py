@@ -10,8 +10,9 @@ import logging
 import pytest
 import torch
 
-from rpo_bench.core.errors import BadInputError
-from rpo_bench.training.config import RPOConfig, build_config, read_config_file
+from rpo_bench.core.errors import BadInputError, RpoBenchError
+from rpo_bench.training.config import build_config, read_config_file
+from rpo_bench.training.methods.rpo import RPOConfig
 from rpo_bench.training.trainer import Trainer
 
 
@@ -126,7 +127,7 @@ def test_rpo_with_one_pair_per_device_warns_that_it_is_dpo(preference_folder, tm
 ])
 def test_bad_settings_are_named(tmp_path, values, message):
     base = dict(data="d", output=str(tmp_path))
-    with pytest.raises(BadInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(RpoBenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_config(None, None, {**base, **values})
 
 

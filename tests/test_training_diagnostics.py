@@ -18,8 +18,9 @@ from rpo_bench.cli import main
 from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.progress import PlainProgress, progress_bar
 from rpo_bench.training import losses
-from rpo_bench.training.config import DEFAULT_METHOD, HELDOUT_CAP, SFTConfig, TrainConfig, build_config
+from rpo_bench.training.config import DEFAULT_METHOD, HELDOUT_CAP, TrainConfig, build_config
 from rpo_bench.training.heldout import split_heldout
+from rpo_bench.training.methods.sft import SFTConfig
 from rpo_bench.training.output import RECORD_FILE, format_diagnostics, format_heldout
 from rpo_bench.training.trainer import LOG_FILE, Trainer
 from tests.test_training import _config, preference_folder  # noqa: F401 - the shared session fixture

@@ -23,7 +23,7 @@ from rpo_bench.cli.download import download
 from rpo_bench.cli.evaluate import register as register_evaluate
 from rpo_bench.cli.leaderboard import leaderboard_app
 from rpo_bench.cli.micro import micro_app
-from rpo_bench.cli.registries import metrics_app, models_app, prompts_app, protocols_app
+from rpo_bench.cli.registries import methods_app, metrics_app, models_app, prompts_app, protocols_app
 from rpo_bench.cli.report import report
 from rpo_bench.cli.score import score
 from rpo_bench.cli.store import store_app
@@ -57,6 +57,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(protocols_app, name="protocols")
+app.add_typer(methods_app, name="methods")
 app.add_typer(styles_app, name="styles")
 app.add_typer(store_app, name="store")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from rpo_bench.cli.console import console
+from rpo_bench.training.methods import DEFAULT_SET
 
 
 def demo(
@@ -17,23 +18,25 @@ def demo(
                                "stage, not evidence."),
     out: Path | None = typer.Option(None, help="Folder for the runs, the results store and the reports (default "
                                     "$RPO_BENCH_HOME/demo/<micro|style>[-quick]); a rerun reuses what is there."),
-    methods: str = typer.Option("sft,dpo,rpo", help="Methods to train, comma-separated."),
+    methods: str = typer.Option(",".join(DEFAULT_SET), help="Methods to train, comma-separated, or all "
+                                "(rpo-bench methods lists them)."),
     train_seeds: str = typer.Option("0", help="Training seeds: integers and ranges, e.g. 0-2."),
     eval_seeds: str | None = typer.Option(None, help="Evaluation seeds (default 0-3; --quick 0-1)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training setting over the preset (repeatable)."),
 ) -> None:
-    """Train SFT, DPO and RPO from micro-base on equal budgets, evaluate them on held-out prompts against the
-    ground-truth judge, and report which wins (markdown here; HTML, JSON and CSV written beside the runs)."""
+    """Train SFT, DPO and RPO (or --methods) from micro-base on equal budgets, evaluate them on held-out prompts
+    against the ground-truth judge, and report which wins (markdown here; HTML, JSON and CSV written beside the
+    runs)."""
     from rpo_bench.core.config import home_dir
     from rpo_bench.evaluation.seeds import parse_seeds
-    from rpo_bench.metrics import comma_separated
     from rpo_bench.training.config import parse_setting
+    from rpo_bench.training.methods import resolve_methods
     from rpo_bench.workflows.demo import DemoConfig, run_demo
 
     name = (f"style-{style}" if style else "micro") + ("-quick" if quick else "")
     folder = (out or home_dir() / "demo" / name).expanduser()
     config = DemoConfig(out=folder, style=style, quick=quick,
-                        methods=comma_separated(methods, "--methods", "methods (sft, dpo, rpo)"),
+                        methods=resolve_methods(methods),
                         train_seeds=parse_seeds(train_seeds),
                         eval_seeds=parse_seeds(eval_seeds) if eval_seeds is not None else None,
                         overrides=dict(parse_setting(item) for item in set_))

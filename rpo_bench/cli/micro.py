@@ -8,6 +8,7 @@ import typer
 
 from rpo_bench.cli.console import console
 from rpo_bench.micro.preference_settings import DEFAULTS as _DEFAULTS  # light: no torch, so the CLI starts fast
+from rpo_bench.training.methods import DEFAULT_SET
 
 micro_app = typer.Typer(help="The synthetic micro world: rebuild its models, build its preference set.")
 
@@ -85,7 +86,8 @@ def summary_lines(summary: dict) -> list[str]:
 @micro_app.command("compare")
 def compare(
     out: Path = typer.Option(..., help="Folder for the trained runs, the results store and comparison.md/json."),
-    methods: str = typer.Option("sft,dpo,rpo", help="Methods to train, comma-separated."),
+    methods: str = typer.Option(",".join(DEFAULT_SET), help="Methods to train, comma-separated, or all "
+                                "(rpo-bench methods lists them)."),
     train_seeds: str = typer.Option("0,1,2", help="Training seeds: integers and ranges, e.g. 0-2."),
     preset: str = typer.Option("micro", help="Training preset every run starts from (rpo-bench presets)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training setting over the preset (repeatable), "
@@ -97,15 +99,16 @@ def compare(
                                      "the micro-style preset and is judged by micro-style:S on the style's "
                                      "held-out content prompts, beside micro-oracle and the style probe."),
 ) -> None:
-    """Train SFT, DPO and RPO from micro-base on the same data and budget over several seeds, evaluate them on
-    held-out prompts with the ground-truth judge, and compare each with micro-base and RPO with DPO."""
+    """Train each method (SFT, DPO and RPO by default; --methods all for every registered one) from micro-base on
+    the same data and budget over several seeds, evaluate them on held-out prompts with the ground-truth judge,
+    and compare each with micro-base and with DPO."""
     from rpo_bench.evaluation.seeds import parse_seeds
-    from rpo_bench.metrics import comma_separated
     from rpo_bench.training.config import parse_setting
+    from rpo_bench.training.methods import resolve_methods
     from rpo_bench.workflows.compare import CompareConfig, run_comparison
 
     overrides = dict(parse_setting(item) for item in set_)
-    config = CompareConfig(out=out, methods=comma_separated(methods, "--methods", "methods (sft, dpo, rpo)"),
+    config = CompareConfig(out=out, methods=resolve_methods(methods),
                            train_seeds=parse_seeds(train_seeds), preset=preset or None, overrides=overrides,
                            prompts=prompts, category=category or None, eval_seeds=parse_seeds(eval_seeds),
                            style=style)

@@ -136,3 +136,41 @@ def protocols_show(name: str) -> None:
     for family in FAMILIES:
         values = protocol.settings(family) | {"fingerprint": protocol.fingerprint(family)}
         console.print(kv_table(f"protocol {protocol.name} for {family}", values))
+
+
+methods_app = typer.Typer(help="The training-method registry: list, or `show NAME` (its settings and sources).")
+
+
+@methods_app.callback(invoke_without_command=True)
+def methods_list(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand:
+        return
+    from rpo_bench.training.methods import DEFAULT_SET, METHODS, get_method
+
+    table = Table(title="training methods (default set: " + ", ".join(DEFAULT_SET) + "; --methods all: every one)")
+    for column in ("name", "title", "reads", "reference", "beta convention", "origin", "summary"):
+        table.add_column(column, no_wrap=column == "name")
+    for entry in METHODS:
+        method = get_method(entry.name)
+        reads = ("single images, desirable or not" if method.unpaired
+                 else "winner / loser pairs" if method.reads_losers else "the winners only")
+        table.add_row(entry.name, method.title, reads, "yes" if method.needs_reference else "no",
+                      method.convention or "-", entry.source, method.summary)
+    console.print(table)
+
+
+@methods_app.command("show")
+def methods_show(name: str) -> None:
+    """A method's facts and the settings of its own (beyond those every method shares)."""
+    from dataclasses import fields
+
+    from rpo_bench.training.config import TrainConfig
+    from rpo_bench.training.methods import get_method
+
+    method = get_method(name)
+    shared = {f.name for f in fields(TrainConfig)}
+    own = {f.name: f"{f.default!r}: {f.metadata.get('help', '')}" for f in fields(method.config)
+           if f.name not in shared}
+    console.print(kv_table(f"method {method.name}", {"title": method.title, "summary": method.summary,
+                                                     "source": method.source, "beta convention": method.convention,
+                                                     "reference forward": method.needs_reference, **own}))

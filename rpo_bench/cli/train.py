@@ -45,7 +45,8 @@ def _shown_default(name: str, default: object) -> str:
 
 
 def _build_train_command():
-    from rpo_bench.training.config import all_fields, field_default
+    from rpo_bench.training.config import all_fields, field_default, method_default
+    from rpo_bench.training.methods import method_names, readers
 
     parameters = [
         inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
@@ -61,16 +62,24 @@ def _build_train_command():
                           default=typer.Option(False, help="With --name: replace an entry of that name in the user "
                                                "model registry (never a built-in model).")),
     ]
+    methods = method_names()
     for name, spec in all_fields().items():
         default = field_default(name)
         kind = _TYPES[type(default)]
         # The option's own default stays None, so an unset flag does not override a --config file or --preset;
         # the value a run gets without any of them is written into the help instead, its "[" escaped: rich would
         # take "[default: ...]" for markup and print nothing (and typer's show_default string adds parentheses).
-        shown = _shown_default(name, default)
+        read_by = readers(name)
+        defaults = {method: _shown_default(name, method_default(method, name)) for method in read_by}
+        if name != "method" and len(set(defaults.values())) > 1:  # a default per method (kto's beta is not dpo's)
+            shown = "; ".join(f"{method}: {value}" for method, value in defaults.items())
+        else:
+            shown = _shown_default(name, default)
+        only = f" (read by {', '.join(read_by)})" if len(read_by) < len(methods) else ""
         parameters.append(inspect.Parameter(
             name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
-            default=typer.Option(None, help=spec.metadata["help"] + (f" \\[default: {shown}]" if shown else ""))))
+            default=typer.Option(None, help=spec.metadata["help"] + only
+                                 + (f" \\[default: {shown}]" if shown else ""))))
 
     def train_command(**kwargs) -> None:
         """Fine-tune with Diffusion-RPO, Diffusion-DPO or SFT (LoRA or full) on preference pairs."""

@@ -31,23 +31,27 @@ def pair_generator(seed: int, micro_step: int, position: int) -> torch.Generator
     return torch.Generator("cpu").manual_seed(_seed_for(seed, micro_step, position))
 
 
-@functools.lru_cache(maxsize=2)
-def _epoch_order(num_pairs: int, seed: int, epoch: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=4)
+def _epoch_order(num_pairs: int, seed: int, epoch: int, stream: int = -1) -> torch.Tensor:
     """One permutation per epoch, drawn once: at Pick-a-Pic size a fresh randperm every micro-step would cost
-    more than the step's data loading."""
-    return torch.randperm(num_pairs, generator=torch.Generator("cpu").manual_seed(_seed_for(seed, -1, epoch)))
+    more than the step's data loading. `stream` keeps separate sequences apart (an unpaired method's classes)."""
+    return torch.randperm(num_pairs, generator=torch.Generator("cpu").manual_seed(_seed_for(seed, stream, epoch)))
+
+
+def stream_slice(num_items: int, seed: int, start: int, count: int, stream: int = -1) -> list[int]:
+    """Items [start, start + count) of an endless sequence that visits all `num_items` once per epoch, in a new
+    order every epoch."""
+    indices: list[int] = []
+    while len(indices) < count:
+        epoch, offset = divmod(start + len(indices), num_items)
+        take = min(count - len(indices), num_items - offset)
+        indices.extend(_epoch_order(num_items, seed, epoch, stream)[offset:offset + take].tolist())
+    return indices
 
 
 def global_batch_indices(num_pairs: int, seed: int, micro_step: int, global_batch: int) -> list[int]:
     """Pair indices of one global micro-batch: consecutive slices of a new permutation every epoch."""
-    start = micro_step * global_batch
-    indices: list[int] = []
-    while len(indices) < global_batch:
-        position = start + len(indices)
-        epoch, offset = divmod(position, num_pairs)
-        take = min(global_batch - len(indices), num_pairs - offset)
-        indices.extend(_epoch_order(num_pairs, seed, epoch)[offset:offset + take].tolist())
-    return indices
+    return stream_slice(num_pairs, seed, micro_step * global_batch, global_batch)
 
 
 @dataclass

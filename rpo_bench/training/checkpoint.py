@@ -4,6 +4,7 @@ accelerate's save_state writes pickles (the LR scheduler, the RNG states, the op
 `torch.load(weights_only=False)`), so `--resume` on a folder someone else prepared could run their code. Here:
 
 - `trainable.safetensors`: the trained weights (LoRA adapters, or every UNet weight), by parameter name;
+- `ema.safetensors`: with --ema-decay, the moving average of those weights (its update count in the state);
 - `optimizer.pt`: the optimizer state dict (tensors and numbers only), read with `torch.load(weights_only=True)`;
 - `trainer_state.json`: step, config, data fingerprint, LR-scheduler and grad-scaler state; written last.
 
@@ -33,6 +34,7 @@ SNAPSHOTS = "snapshots"  # evaluable model folders saved along the way (--snapsh
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
+EMA_FILE = "ema.safetensors"
 CHECKPOINT_FORMAT = "rpo-bench-checkpoint/1"
 _STEP_FOLDER = re.compile(r"step-(\d+)")
 
@@ -43,6 +45,7 @@ class Checkpoint:
     state: dict[str, Any]
     weights: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None
 
     @property
     def step(self) -> int:
@@ -97,7 +100,7 @@ def _remove_folder(path: Path) -> None:
 
 
 def write_checkpoint(final: Path, state: dict[str, Any], weights: dict[str, torch.Tensor],
-                     optimizer_state: dict[str, Any], keep: int) -> None:
+                     optimizer_state: dict[str, Any], keep: int, ema: dict[str, torch.Tensor] | None = None) -> None:
     """Write into a hidden temp folder, every file fsynced, then rename it into place: a kill at any moment
     leaves either the old checkpoint or the new one, never half of one. Then drop all but the newest `keep`
     checkpoints. A failed write (a full disk) removes the temp folder and raises CheckpointWriteError naming the
@@ -113,9 +116,12 @@ def write_checkpoint(final: Path, state: dict[str, Any], weights: dict[str, torc
         parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(parent)
         tmp.mkdir()
-        writing = tmp / WEIGHTS_FILE
-        with atomic_path(writing) as path:
-            save_file({name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}, str(path))
+        for name, tensors in ((WEIGHTS_FILE, weights), (EMA_FILE, ema)):
+            if tensors is None:
+                continue
+            writing = tmp / name
+            with atomic_path(writing) as path:
+                save_file({key: tensor.detach().contiguous().cpu() for key, tensor in tensors.items()}, str(path))
         writing = tmp / OPTIMIZER_FILE
         with atomic_path(writing) as path, open(path, "wb") as handle:  # a handle: torch keeps the OSError
             torch.save(optimizer_state, handle)  # atomic: the handle is the atomic_path's temporary file
@@ -187,10 +193,14 @@ def read_checkpoint(folder: Path) -> Checkpoint:
     from safetensors.torch import load_file  # noqa: PLC0415 - safetensors pulls torch: on first use
 
     state = read_state(folder)
-    try:
-        weights = load_file(str(folder / WEIGHTS_FILE))
-    except (SafetensorError, OSError) as exc:
-        raise _damaged(folder, WEIGHTS_FILE, exc) from exc
+    tensors: dict[str, dict[str, torch.Tensor] | None] = {WEIGHTS_FILE: None, EMA_FILE: None}
+    for name in tensors:
+        if name == EMA_FILE and "ema_updates" not in state:
+            continue  # a run without --ema-decay
+        try:
+            tensors[name] = load_file(str(folder / name))
+        except (SafetensorError, OSError) as exc:
+            raise _damaged(folder, name, exc) from exc
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol warning would break the one-line refusal
             warnings.simplefilter("ignore", UserWarning)
@@ -199,7 +209,7 @@ def read_checkpoint(folder: Path) -> Checkpoint:
         raise _damaged(folder, OPTIMIZER_FILE, exc) from exc
     if not isinstance(optimizer, dict) or "state" not in optimizer or "param_groups" not in optimizer:
         raise _damaged(folder, OPTIMIZER_FILE, ValueError("not an optimizer state dict"))
-    return Checkpoint(folder, state, weights, optimizer)
+    return Checkpoint(folder, state, tensors[WEIGHTS_FILE], optimizer, tensors[EMA_FILE])
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], folder: Path) -> None:

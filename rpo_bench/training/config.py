@@ -1,27 +1,32 @@
-"""Training configs: one dataclass per method, every field with help text, readable from TOML / YAML.
+"""Training configs: the settings every method shares (TrainConfig), each method's own in its file under
+training/methods/, every field with help text, readable from TOML / YAML.
 
-The CLI turns every field into a `--flag`; a `--config` file and a named `--preset` fill the same fields.
-Precedence: preset < config file < command-line flags.
+The CLI turns every field of every registered method into a `--flag`; a `--config` file and a named `--preset`
+fill the same fields. Precedence: preset < config file < command-line flags.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.user_files import read_config
 
-METHODS = ("sft", "dpo", "rpo")
-OPTIMIZERS = ("adamw", "adafactor")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-TIMESTEP_SHARING = ("pair", "batch")
-CONTRASTS = ("local", "global")
-DEVICES = ("auto", "cpu", "cuda")  # under a launcher, cuda means the launcher's GPU for each process
+# A setting with a fixed set of values is annotated with a Literal: validate() checks every such field of every
+# method's config against it, so a method file declares its choices once, in its dataclass.
+Optimizer = Literal["adamw", "adafactor"]
+MixedPrecision = Literal["no", "fp16", "bf16"]
+TimestepSharing = Literal["pair", "batch"]
+Device = Literal["auto", "cpu", "cuda"]  # under a launcher, cuda means the launcher's GPU for each process
+# diffusers' schedulers that need nothing but the warm-up and total step counts (piecewise_constant needs rules).
+LrScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 # What `rpo-bench train` trains without --method; the base class, build_config and the help text all read it.
 DEFAULT_METHOD = "rpo"
 # A fractional --heldout-pairs holds out at most this many pairs: enough for an accuracy with a standard error near
@@ -29,93 +34,74 @@ DEFAULT_METHOD = "rpo"
 HELDOUT_CAP = 500
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call sites
+def setting(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at the call sites
+    """A config field: its default and the help text its `--flag` shows."""
     return field(default=default, metadata={"help": help})
+
+
+def method_field(name: str) -> Any:
+    """A method config's `method` field: its own name as the default, the shared help text."""
+    return setting(name, TrainConfig.__dataclass_fields__["method"].metadata["help"])
 
 
 @dataclass
 class TrainConfig:
     """Fields every method shares."""
 
-    method: str = _f(DEFAULT_METHOD, "Training method: sft, dpo or rpo.")
-    model: str = _f("tiny-sd15", "Base model: a registry name or a local diffusers folder.")
-    data: str = _f("", "Preference data: a Hugging Face dataset id, a .jsonl / .parquet file, or a folder. "
-                   "Required.")
-    data_split: str = _f("train", "Split of a Hugging Face dataset.")
-    data_limit: int = _f(0, "Use only the first N rows (0: all).")
-    data_stream: bool = _f(False, "Stream the first --data-limit rows of a Hub dataset into a local folder "
-                           "instead of downloading the whole dataset (Pick-a-Pic v2 is ~335 GB).")
-    output: str = _f("", "Output folder: weights, rpo_bench.json, model card, checkpoints. Required.")
-    steps: int = _f(100, "Optimizer steps.")
-    pairs_per_device: int = _f(4, "Preference pairs per device per micro-step (M of the RPO matrix, locally).")
-    grad_accum: int = _f(1, "Micro-steps accumulated per optimizer step.")
-    lr: float = _f(1e-4, "Peak learning rate.")
-    lr_scheduler: str = _f("constant_with_warmup", "diffusers scheduler name: constant, constant_with_warmup, "
-                           "linear, cosine, ...")
-    warmup_steps: int = _f(0, "Learning-rate warm-up steps.")
-    optimizer: str = _f("adamw", "adamw (SD1.5 recipe) or adafactor (SDXL recipe).")
-    weight_decay: float = _f(1e-2, "AdamW weight decay.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
-    mixed_precision: str = _f("no", "no, fp16 or bf16 (accelerate autocast).")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory in the UNet.")
-    caption_dropout: float = _f(0.0, "Probability of training on the empty prompt (official DPO recipe: 0.2).")
-    resolution: int = _f(0, "Training resolution in pixels (0: the base model's native size).")
-    timestep_sharing: str = _f("pair", "pair: one t and noise per pair, shared by winner and loser (Diffusion-DPO); "
-                               "batch: one t for the whole micro-batch.")
-    lora_rank: int = _f(0, "LoRA rank on the attention projections; 0 trains the full UNet.")
-    lora_alpha: float = _f(0.0, "LoRA alpha (0: equal to the rank).")
-    lora_targets: str = _f("to_q,to_k,to_v,to_out.0", "Comma-separated UNet module names that get LoRA.")
-    seed: int = _f(0, "Seed of the data order, timesteps, noise, caption dropout and the held-out pairs.")
-    heldout_pairs: float = _f(0.05, "Pairs held out of training (whole prompts at a time, chosen by --seed) to "
+    method: str = setting(DEFAULT_METHOD, "Training method (rpo-bench methods lists them).")
+    model: str = setting("tiny-sd15", "Base model: a registry name or a local diffusers folder.")
+    data: str = setting("", "Preference data: a Hugging Face dataset id, a .jsonl / .parquet file, or a folder. "
+                        "Required.")
+    data_split: str = setting("train", "Split of a Hugging Face dataset.")
+    data_limit: int = setting(0, "Use only the first N rows (0: all).")
+    data_stream: bool = setting(False, "Stream the first --data-limit rows of a Hub dataset into a local folder "
+                                "instead of downloading the whole dataset (Pick-a-Pic v2 is ~335 GB).")
+    output: str = setting("", "Output folder: weights, rpo_bench.json, model card, checkpoints. Required.")
+    steps: int = setting(100, "Optimizer steps.")
+    pairs_per_device: int = setting(4, "Preference pairs per device per micro-step (M of the RPO matrix, locally).")
+    grad_accum: int = setting(1, "Micro-steps accumulated per optimizer step.")
+    lr: float = setting(1e-4, "Peak learning rate.")
+    lr_scheduler: LrScheduler = setting("constant_with_warmup", "diffusers scheduler name: constant, "
+                                        "constant_with_warmup, linear, cosine, ...")
+    warmup_steps: int = setting(0, "Learning-rate warm-up steps.")
+    optimizer: Optimizer = setting("adamw", "adamw (SD1.5 recipe) or adafactor (SDXL recipe).")
+    weight_decay: float = setting(1e-2, "AdamW weight decay.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: off).")
+    mixed_precision: MixedPrecision = setting("no", "no, fp16 or bf16 (accelerate autocast).")
+    gradient_checkpointing: bool = setting(False, "Trade compute for memory in the UNet.")
+    caption_dropout: float = setting(0.0, "Probability of training on the empty prompt (official DPO recipe: 0.2).")
+    resolution: int = setting(0, "Training resolution in pixels (0: the base model's native size).")
+    timestep_sharing: TimestepSharing = setting("pair", "pair: one t and noise per pair, shared by winner and loser "
+                                    "(Diffusion-DPO); batch: one t for the whole micro-batch.")
+    lora_rank: int = setting(0, "LoRA rank on the attention projections; 0 trains the full UNet.")
+    lora_alpha: float = setting(0.0, "LoRA alpha (0: equal to the rank).")
+    lora_targets: str = setting("to_q,to_k,to_v,to_out.0", "Comma-separated UNet module names that get LoRA.")
+    seed: int = setting(0, "Seed of the data order, timesteps, noise, caption dropout and the held-out pairs.")
+    heldout_pairs: float = setting(0.05, "Pairs held out of training (whole prompts at a time, chosen by --seed) to "
                               f"measure accuracy and margin on unseen pairs: a fraction below 1 (at most {HELDOUT_CAP} "
                               "pairs) or a number of pairs; 0: none.")
-    eval_every: int = _f(50, "Measure the held-out pairs every N steps and at the end (0: only at the end).")
-    checkpoint_every: int = _f(0, "Save a resumable checkpoint every N steps (0: only at the end).")
-    snapshot_every: int = _f(0, "Also save the model every N steps as OUTPUT/snapshots/step-N, a folder that "
-                             "evaluate takes like the final output (0: none).")
-    checkpoints_keep: int = _f(2, "How many checkpoints to keep.")
-    log_every: int = _f(1, "Print diagnostics every N steps.")
-    device: str = _f("auto", "auto, cpu, cuda (under a launcher: the launcher's device).")
-    name: str = _f("", "Also register the result under this name in the user model registry.")
-    style: str = _f("", "Teach style S (rpo-bench styles lists them): the preference data is built from the style "
-                    "(see --pairs), and --model defaults to the style's base model.")
-    pairs: str = _f("reference", "With --style: reference (winners: the style's reference images; losers: the base "
-                    "model's images of their captions) or relabel (--data re-labelled so the image style-prob:S "
-                    "rates more stylised wins; on the micro world --data defaults to micro-pickapic).")
-    style_losers: int = _f(1, "With --style --pairs reference: base-model images per reference, each one pair.")
+    eval_every: int = setting(50, "Measure the held-out pairs every N steps and at the end (0: only at the end).")
+    checkpoint_every: int = setting(0, "Save a resumable checkpoint every N steps (0: only at the end).")
+    snapshot_every: int = setting(0, "Also save the model every N steps as OUTPUT/snapshots/step-N, a folder that "
+                                  "evaluate takes like the final output (0: none).")
+    checkpoints_keep: int = setting(2, "How many checkpoints to keep.")
+    log_every: int = setting(1, "Print diagnostics every N steps.")
+    device: Device = setting("auto", "auto, cpu, cuda (under a launcher: the launcher's device).")
+    name: str = setting("", "Also register the result under this name in the user model registry.")
+    style: str = setting("", "Teach style S (rpo-bench styles lists them): the preference data is built from the "
+                         "style (see --pairs), and --model defaults to the style's base model.")
+    pairs: str = setting("reference", "With --style: reference (winners: the style's reference images; losers: the "
+                         "base model's images of their captions) or relabel (--data re-labelled so the image "
+                         "style-prob:S rates more stylised wins; on the micro world --data defaults to "
+                         "micro-pickapic).")
+    style_losers: int = setting(1, "With --style --pairs reference: base-model images per reference, each one pair.")
+    ema_decay: float = setting(0.0, "Keep an exponential moving average of the trained weights (LoRA or full), "
+                               "updated after every optimizer step, and save and evaluate it instead of the last "
+                               "weights; 0: off, e.g. 0.999.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-@dataclass
-class SFTConfig(TrainConfig):
-    """Supervised fine-tuning on the preferred images only."""
-
-    method: str = _f("sft", TrainConfig.__dataclass_fields__["method"].metadata["help"])
-
-
-@dataclass
-class DPOConfig(TrainConfig):
-    method: str = _f("dpo", TrainConfig.__dataclass_fields__["method"].metadata["help"])
-    beta: float = _f(5000.0, "KL strength, `dpo-half` convention: logit = -(beta/2)(D^w - D^l), as the official "
-                     "code (its launchers: 5000; the diffusers example's 2500 equals 5000 here).")
-
-
-@dataclass
-class RPOConfig(DPOConfig):
-    method: str = _f("rpo", TrainConfig.__dataclass_fields__["method"].metadata["help"])
-    tau: float = _f(0.5, "Softmax temperature of the similarity weights (parent method sweeps 0.25/0.5/0.75).")
-    embed_mode: str = _f("joint", "text, image or joint: which CLIP embeddings define pair similarity.")
-    embed_model: str = _f("auto", "CLIP for the weights: tiny-clip[:seed], a hub id or a folder; auto: the "
-                          "model's own CLIP (micro CLIP, tiny CLIP), else openai/clip-vit-large-patch14.")
-    weight_scale: str = _f("none", "none, or M: multiply the weights by M so the average weight is 1.")
-    placement: str = _f("inside", "inside: -log sigmoid(w Z) (parent method); outside: w * -log sigmoid(Z).")
-    pin_diagonal: bool = _f(False, "Set S_ii = 1 so the same-prompt pair always has the largest weight.")
-    contrast: str = _f("local", "local: the matrix over this device's pairs; global: over all devices' pairs.")
-
-
-CONFIG_CLASSES: dict[str, type[TrainConfig]] = {"sft": SFTConfig, "dpo": DPOConfig, "rpo": RPOConfig}
 
 # Published recipes. Values as in the official Diffusion-DPO launchers (METHOD.md): learning rate 1e-8 scaled by
 # the effective batch of 2048 pairs = 2.048e-5 (the paper's formula disagrees with its code by ~1000x; we follow
@@ -130,9 +116,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                               pairs_per_device=1, grad_accum=128, steps=2000, lr_scheduler="constant_with_warmup",
                               warmup_steps=500, caption_dropout=0.2, mixed_precision="fp16", resolution=1024,
                               gradient_checkpointing=True, lora_rank=0),
-    # The micro world's recipe: point D of the sweep in docs/micro-recipe.md, where each value's reason is measured.
+    # The micro world's recipe: point D of the sweep in docs/micro-recipe.md, where each value's reason is measured;
+    # kto_beta and mapo_beta from E11's sweep there (KTO 1000 / 5000 / 20000, MaPO 0.1 / 1.0 at this budget).
     "micro": dict(model="micro-base", data="micro-pickapic", lora_rank=0, lr=1e-5, beta=5000.0, tau=0.5,
-                  caption_dropout=0.1, pairs_per_device=16, steps=400, eval_every=100, log_every=50),
+                  kto_beta=5000.0, mapo_beta=0.1, caption_dropout=0.1, pairs_per_device=16, steps=400,
+                  eval_every=100, log_every=50),
     # train --style on a micro style, the same budget for every method: chosen by the sweep in docs/style-recipe.md.
     "micro-style": dict(model="micro-base", lora_rank=0, lr=1e-4, beta=5000.0, tau=0.5, caption_dropout=0.1,
                         pairs_per_device=16, steps=400, eval_every=100, log_every=50),
@@ -142,17 +130,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def all_fields() -> dict[str, Any]:
-    """Every field of every method's config (RPO's is the superset), for building CLI flags."""
-    return {f.name: f for f in fields(RPOConfig)}
+    """Every setting of every registered method, for the CLI flags and the config-file keys."""
+    from rpo_bench.training.methods import all_fields as registered_fields  # noqa: PLC0415 - method files import this module at load time
+
+    return registered_fields()
 
 
 def method_fields(method: str) -> set[str]:
-    return {f.name for f in fields(CONFIG_CLASSES[method])}
+    return {f.name for f in fields(method_config(method))}
+
+
+def method_config(method: str) -> type[TrainConfig]:
+    """The config dataclass of a registered method (an unknown name: did you mean)."""
+    from rpo_bench.training.methods import get_method  # noqa: PLC0415 - method files import this module at load time
+
+    return get_method(method).config
+
+
+@functools.cache
+def field_choices(config_class: type[TrainConfig]) -> dict[str, tuple[str, ...]]:
+    """The settings of a config class annotated with a Literal, and their accepted values."""
+    hints = typing.get_type_hints(config_class)
+    return {name: typing.get_args(hint) for name, hint in hints.items() if typing.get_origin(hint) is Literal}
 
 
 FLAGS = "the command line"
-# diffusers' schedulers that need nothing but the warm-up and total step counts (piecewise_constant needs rules).
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 # Every field's type is its default's type: bool, int, float or str.
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
@@ -227,17 +229,21 @@ def build_config(preset: str | None = None, file_values: Mapping[str, Any] | Non
                             "rpo-bench train --help lists them")
     values = {k: _checked_type(k, v, sources) for k, v in values.items()}
     method = values.get("method", DEFAULT_METHOD)
-    if method not in METHODS:
-        raise BadInputError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
+    config_class = method_config(method)  # an unknown method: "did you mean"
     values["method"] = method
     allowed = method_fields(method)
     # a preset's (or the style's recipe's) settings for other methods are dropped quietly, a user's are refused
     recipe_keys = {k for layer, source in layers if source.startswith(("preset ", "style ")) for k in layer}
     misplaced = sorted(k for k in set(values) - allowed if k not in recipe_keys)
     if misplaced:
-        raise BadInputError(f"setting(s) {', '.join(misplaced)} do not apply to method {method}")
+        from rpo_bench.training.methods import get_method, readers  # noqa: PLC0415 - method files import this module at load time
+
+        refuses = get_method(method).refuses
+        read_by = "; ".join(f"{k} is read by {', '.join(readers(k))}" + (f": {refuses[k]}" if k in refuses else "")
+                            for k in misplaced)
+        raise BadInputError(f"setting(s) {', '.join(misplaced)} do not apply to method {method} ({read_by})")
     values = {k: v for k, v in values.items() if k in allowed}
-    config = CONFIG_CLASSES[method](**values)
+    config = config_class(**values)
     validate(config, sources)
     return config
 
@@ -277,10 +283,7 @@ def _number_ranges(config: TrainConfig, sources: Mapping[str, str]) -> None:
     if c.lora_rank > 0:
         _require(any(t.strip() for t in c.lora_targets.split(",")), "lora_targets", c.lora_targets,
                  "comma-separated UNet module names, e.g. to_q,to_k,to_v,to_out.0", sources)
-    if isinstance(c, DPOConfig):
-        _require(math.isfinite(c.beta) and c.beta > 0, "beta", c.beta, "a finite number > 0", sources)
-    if isinstance(c, RPOConfig):
-        _require(math.isfinite(c.tau) and c.tau > 0, "tau", c.tau, "a finite number > 0", sources)
+    _require(0 <= c.ema_decay < 1, "ema_decay", c.ema_decay, "0 (off) or a decay 0 < d < 1, e.g. 0.999", sources)
 
 
 def _check_style(config: TrainConfig, sources: Mapping[str, str]) -> None:
@@ -326,18 +329,12 @@ def validate(config: TrainConfig, sources: Mapping[str, str] | None = None) -> N
     if not config.output:
         raise BadInputError("--output is required: the folder the trained weights go to")
     _number_ranges(config, sources)
-    _choice("optimizer", config.optimizer, OPTIMIZERS, sources)
-    _choice("mixed_precision", config.mixed_precision, MIXED_PRECISION, sources)
-    _choice("timestep_sharing", config.timestep_sharing, TIMESTEP_SHARING, sources)
-    _choice("lr_scheduler", config.lr_scheduler, LR_SCHEDULERS, sources)
-    _choice("device", config.device, DEVICES, sources)
-    if isinstance(config, RPOConfig):
-        from rpo_bench.training.losses import PLACEMENTS, WEIGHT_SCALES  # noqa: PLC0415 - `train --help` builds its flags from this module, which must not load torch
+    for name, accepted in field_choices(type(config)).items():
+        _choice(name, getattr(config, name), accepted, sources)
+    from rpo_bench.training.methods import get_method  # noqa: PLC0415 - method files import this module at load time
 
-        _choice("embed_mode", config.embed_mode, ("text", "image", "joint"), sources)
-        _choice("weight_scale", config.weight_scale, WEIGHT_SCALES, sources)
-        _choice("placement", config.placement, PLACEMENTS, sources)
-        _choice("contrast", config.contrast, CONTRASTS, sources)
+    get_method(config.method).validate(config, lambda ok, name, value, accepted: _require(ok, name, value, accepted,
+                                                                                           sources))
 
 
 # Settings that may change between a run and its resumption without changing the result.
@@ -359,6 +356,12 @@ def resume_mismatch(saved: Mapping[str, Any], current: TrainConfig) -> list[str]
         safe = safe | {"steps"}
     return [f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(saved) | set(now))
             if k not in safe and saved.get(k) != now.get(k)]
+
+
+def method_default(method: str, name: str) -> Any:
+    """The default a method's own config gives setting `name`."""
+    spec = {f.name: f for f in fields(method_config(method))}[name]
+    return spec.default if spec.default is not MISSING else None
 
 
 def field_default(name: str) -> Any:

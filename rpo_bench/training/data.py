@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -39,6 +40,9 @@ PAIRS_FILE = "pairs.jsonl"
 IMAGE_COLUMNS = ("jpg_0", "jpg_1")
 REQUIRED_COLUMNS = ("caption", *IMAGE_COLUMNS, "label_0")
 LABELS = (0.0, 0.5, 1.0)
+# Optional per-image utilities (micro-pickapic writes the judge's; a labelled set writes 0/1): what an unpaired
+# method (KTO) can label single images by, with a threshold.
+SCORE_COLUMNS = ("score_0", "score_1")
 _SAMPLE_ID_DOMAIN = b"rpo-bench preference pair v1\n"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -53,9 +57,13 @@ class PreferencePair:
 
 def pair_sample_id(caption: str, winner: bytes, loser: bytes) -> str:
     """Hash of hashes, so the three parts cannot run into each other."""
+    return _pair_id(caption, hashlib.sha256(winner).digest(), hashlib.sha256(loser).digest())
+
+
+def _pair_id(caption: str, winner_digest: bytes, loser_digest: bytes) -> str:
     digest = hashlib.sha256(_SAMPLE_ID_DOMAIN)
-    for part in (caption.encode("utf-8"), winner, loser):
-        digest.update(hashlib.sha256(part).digest())
+    for part in (hashlib.sha256(caption.encode("utf-8")).digest(), winner_digest, loser_digest):
+        digest.update(part)
     return digest.hexdigest()
 
 
@@ -120,6 +128,8 @@ class _PairRef:
     caption: str
     winner: ImageRef
     loser: ImageRef
+    image_ids: tuple[str, str]  # sha256 of the winner's and the loser's bytes: the same image in two pairs
+    scores: tuple[float | None, float | None]  # the winner's and the loser's utility, where the data has one
 
 
 class PreferenceData:
@@ -131,6 +141,8 @@ class PreferenceData:
         self.stats = dict(stats)
         self.sample_ids = [p.sample_id for p in self._pairs]
         self.captions = [p.caption for p in self._pairs]
+        self.image_ids = [p.image_ids for p in self._pairs]
+        self.scores = [p.scores for p in self._pairs]
         self.fingerprint = hashlib.sha256("\n".join(self.sample_ids).encode()).hexdigest()
 
     def __len__(self) -> int:
@@ -143,6 +155,11 @@ class PreferenceData:
 
     def __iter__(self) -> Iterator[PreferencePair]:
         return (self[i] for i in range(len(self)))
+
+    def image(self, index: int, side: int) -> Image.Image:
+        """One decoded image of pair `index`: side 0 the winner, 1 the loser (an unpaired method's view)."""
+        ref = self._pairs[index]
+        return _open_rgb((ref.winner, ref.loser)[side].read(), f"{ref.sample_id} ({('winner', 'loser')[side]})")
 
     def image_bytes(self, index: int) -> tuple[bytes, bytes]:
         """The encoded (winner, loser) bytes, for callers that hash or copy without decoding."""
@@ -160,6 +177,7 @@ class _Row:
     caption: str
     label_0: float
     images: tuple[ImageRef, ImageRef]
+    scores: tuple[float | None, float | None] = (None, None)  # score_0, score_1 as the row gives them
 
 
 def _require_columns(found: Iterable[str], where: str) -> None:
@@ -184,7 +202,16 @@ def _make_row(record: Mapping[str, Any], where: str, images: tuple[ImageRef, Ima
     if record.get("label_1") is not None and _label(record["label_1"], "label_1", where) + label_0 != 1.0:
         raise BadInputError(f"{where}: label_0 = {record['label_0']!r} and label_1 = {record['label_1']!r} "
                             "do not sum to 1; accepted: (1, 0), (0, 1) or (0.5, 0.5)")
-    return _Row(where, caption, label_0, images)
+    return _Row(where, caption, label_0, images, tuple(_score(record.get(c), c, where) for c in SCORE_COLUMNS))
+
+
+def _score(value: Any, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInputError(f"{where}: {name} = {value!r}; accepted: a finite number (an image's utility or 0/1 "
+                            "label) or null")
+    return float(value)
 
 
 def _check_limit(limit: int | None) -> int | None:
@@ -243,7 +270,7 @@ def _parquet_rows(paths: Sequence[Path], limit: int | None) -> Iterator[_Row]:
             raise BadInputError(f"{path} is not a readable parquet file: {exc}") from exc
         names = parquet.schema_arrow.names
         _require_columns(names, str(path))
-        columns = [c for c in (*REQUIRED_COLUMNS, "label_1") if c in names]
+        columns = [c for c in (*REQUIRED_COLUMNS, "label_1", *SCORE_COLUMNS) if c in names]
         index = 0
         for batch in parquet.iter_batches(batch_size=256, columns=columns):
             for record in batch.to_pylist():
@@ -265,7 +292,8 @@ def _hub_rows(dataset: Any, name: str, limit: int | None) -> Iterator[_Row]:
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
     total = len(dataset) if limit is None else min(limit, len(dataset))
     views = {c: dataset.select_columns([c]) for c in IMAGE_COLUMNS}
-    meta = dataset.select_columns([c for c in ("caption", "label_0", "label_1") if c in dataset.column_names])
+    meta = dataset.select_columns([c for c in ("caption", "label_0", "label_1", *SCORE_COLUMNS)
+                                   if c in dataset.column_names])
     for start in range(0, total, 1000):
         batch = meta[start:min(start + 1000, total)]
         for offset in range(len(batch["caption"])):
@@ -276,8 +304,12 @@ def _hub_rows(dataset: Any, name: str, limit: int | None) -> Iterator[_Row]:
 
 
 # -- from rows to pairs: ties, missing and undecodable images, sample ids ----------------------------------
-def _inspect(item: tuple[_Row, ImageRef, ImageRef]) -> tuple[str | None, str | None, str]:
-    """(sample_id, None, '') for a usable pair, else (None, 'missing' | 'undecodable', which file or row)."""
+_Inspected = tuple[tuple[str, tuple[str, str]] | None, str | None, str]
+
+
+def _inspect(item: tuple[_Row, ImageRef, ImageRef]) -> _Inspected:
+    """((sample_id, image ids), None, '') for a usable pair, else (None, 'missing' | 'undecodable', which file or
+    row)."""
     row, winner, loser = item
     try:
         winner_bytes, loser_bytes = winner.read(), loser.read()
@@ -285,7 +317,8 @@ def _inspect(item: tuple[_Row, ImageRef, ImageRef]) -> tuple[str | None, str | N
         return None, "missing", f"{row.where} ({exc.filename or exc})"
     if not (decodes(winner_bytes) and decodes(loser_bytes)):
         return None, "undecodable", row.where
-    return pair_sample_id(row.caption, winner_bytes, loser_bytes), None, ""
+    digests = hashlib.sha256(winner_bytes).digest(), hashlib.sha256(loser_bytes).digest()
+    return (_pair_id(row.caption, *digests), (digests[0].hex(), digests[1].hex())), None, ""
 
 
 def _build(rows: Iterable[_Row], source: str, show_progress: bool) -> PreferenceData:
@@ -302,14 +335,15 @@ def _build(rows: Iterable[_Row], source: str, show_progress: bool) -> Preference
     first_problem: dict[str, str] = {}
     workers = max(1, min(8, os.cpu_count() or 1))  # PIL and hashlib release the GIL
     with ThreadPoolExecutor(workers) as pool, progress_bar("check images", len(candidates), show_progress) as advance:
-        for (row, winner, loser), (sample_id, problem, where) in zip(candidates, pool.map(_inspect, candidates),
-                                                                      strict=True):
+        for (row, winner, loser), (ids, problem, where) in zip(candidates, pool.map(_inspect, candidates),
+                                                                strict=True):
             advance(1)
             if problem is not None:
                 stats[f"{problem}_skipped"] += 1
                 first_problem.setdefault(problem, where)
                 continue
-            pairs.append(_PairRef(sample_id, row.caption, winner, loser))
+            scores = row.scores if row.label_0 == 1.0 else row.scores[::-1]
+            pairs.append(_PairRef(ids[0], row.caption, winner, loser, ids[1], scores))
     stats["kept"] = len(pairs)
     if not pairs:  # one line that says why, rather than warnings followed by an error
         first = "; ".join(f"first {kind}: {where}" for kind, where in first_problem.items())

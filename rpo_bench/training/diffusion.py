@@ -55,8 +55,9 @@ class DiffusionParts:
         return ((latents - shift) * vae.config.scaling_factor).float()
 
     def denoising_error(self, unet: Callable, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                        condition: dict[str, Any]) -> torch.Tensor:
-        """[B] mean squared error of the UNet's prediction (epsilon or v, as the scheduler is configured)."""
+                        condition: dict[str, Any], return_residual: bool = False):
+        """[B] mean squared error of the UNet's prediction (epsilon or v, as the scheduler is configured); with
+        `return_residual`, also the residual prediction - target itself (what Diffusion-SDPO's scale reads)."""
         scheduler = self.noise_scheduler
         noise = noise.to(self.device)
         timesteps = timesteps.to(self.device)
@@ -64,7 +65,9 @@ class DiffusionParts:
         prediction_type = scheduler.config.prediction_type
         target = noise if prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
         prediction = unet(noisy.to(self.weight_dtype), timesteps, **condition).sample
-        return (prediction.float() - target.float()).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
+        residual = prediction.float() - target.float()
+        error = residual.pow(2).mean(dim=tuple(range(1, prediction.ndim)))
+        return (error, residual) if return_residual else error
 
 
 def repeat_condition(condition: dict[str, Any], times: int) -> dict[str, Any]:

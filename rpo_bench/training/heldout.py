@@ -21,10 +21,12 @@ import torch
 from rpo_bench.core.errors import BadInputError
 from rpo_bench.training import losses
 from rpo_bench.training.batches import heldout_randomness, image_to_tensor
-from rpo_bench.training.config import HELDOUT_CAP, DPOConfig
+from rpo_bench.training.config import HELDOUT_CAP
 from rpo_bench.training.diffusion import DiffusionParts, repeat_condition
+from rpo_bench.training.methods.dpo import DPOConfig
 
-# SFT has no beta; its held-out margin uses DPO's default so that it reads on the scale of a default DPO run.
+# A method without a dpo-half beta (SFT, MaPO, KTO) has its held-out margin on DPO's default beta, so that it reads
+# on the scale of a default DPO run.
 SFT_MARGIN_BETA = DPOConfig.__dataclass_fields__["beta"].default
 KEYS = ("heldout_acc", "heldout_margin", "heldout_err_w", "heldout_err_l", "heldout_d_w", "heldout_d_l")
 

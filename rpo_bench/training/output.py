@@ -20,7 +20,6 @@ from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.registry import read_toml
 from rpo_bench.models.catalog import MODELS
 from rpo_bench.style.registry import get_style, references_fingerprint
-from rpo_bench.training.losses import BETA_CONVENTION
 
 RECORD_FILE = "rpo_bench.json"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -100,7 +99,8 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
         "method": config.method,
         "steps_done": steps_done,
         "config": absolute_paths(config.to_dict()),
-        "beta_convention": BETA_CONVENTION if config.method != "sft" else None,
+        "beta_convention": trainer.method.convention,
+        "method_title": trainer.method.title,
         "base_model": trainer.spec.to_dict(),
         "base_fingerprint": trainer.base_fingerprint,
         "protocol": trainer.spec.protocol,
@@ -249,7 +249,7 @@ def _without_model(text: str, name: str, path: Path) -> str:
 def model_card(record: dict[str, Any]) -> str:
     config = record["config"]
     base = record["base_model"]
-    method = {"sft": "SFT", "dpo": "Diffusion-DPO", "rpo": "Diffusion-RPO"}[record["method"]]
+    method = record.get("method_title") or record["method"]  # a run recorded before the title was: its name
     settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(config.items()) if v not in ("", None))
     weights = ("LoRA (`pytorch_lora_weights.safetensors`, load with `pipe.load_lora_weights(folder)`)"
                if record["kind"] == "lora" else "full UNet (`unet/`, load with "
@@ -260,6 +260,7 @@ def model_card(record: dict[str, Any]) -> str:
                     f"(listed in rpo_bench.json)" + (f"; at step {last['step']}: accuracy {last['heldout_acc']:.2f}, "
                                                      f"margin {last['heldout_margin']:.3f}" if last else "") + "\n"
                     if heldout.get("pairs") else "")
+    convention_line, style_line = _convention_line(record.get("beta_convention")), _style_line(record.get("style"))
     return f"""{CARD_MARKER}
 # {method} fine-tune of {base.get('name')}
 
@@ -268,13 +269,22 @@ Trained with rpo-bench: {record['steps_done']} steps of {method} on `{record['da
 
 - Weights: {weights}
 - Base model: `{base.get('repo') or base.get('tiny')}` (fingerprint `{record['base_fingerprint'][:16]}`)
-- beta convention: `{record['beta_convention']}` (logit = -(beta/2)(D^w - D^l), as the official Diffusion-DPO code)
-{heldout_line}{_style_line(record.get("style"))}- Evaluate it: `rpo-bench evaluate --models <this folder>`
+{convention_line}{heldout_line}{style_line}- Evaluate it: `rpo-bench evaluate --models <this folder>`
 
 | setting | value |
 |---|---|
 {settings}
 """
+
+
+CONVENTIONS = {"dpo-half": "logit = -(beta/2)(D^w - D^l), as the official Diffusion-DPO code",
+               "kto": "h = sigmoid(+-beta (g - z0)), no factor 1/2, as the official Diffusion-KTO code"}
+
+
+def _convention_line(convention: str | None) -> str:
+    if convention is None:
+        return ""
+    return f"- beta convention: `{convention}` ({CONVENTIONS.get(convention, 'see the method')})\n"
 
 
 def _style_line(style: dict[str, Any] | None) -> str:

@@ -1,8 +1,11 @@
-"""The accelerate training loop for SFT, Diffusion-DPO and Diffusion-RPO, LoRA or full, one or many processes.
+"""The accelerate training loop for every registered method (training/methods/), LoRA or full, one or many
+processes.
 
 A step: pick the global micro-batch (a function of the step), encode captions and images, run the UNet on
-winners and losers with shared timestep and noise, the reference likewise under no_grad, then the method's loss
-from losses.py. All randomness is a function of (seed, step, pair position), so `--resume` replays exactly.
+winners and losers with shared timestep and noise (an unpaired method: on single images, each with its own), the
+reference likewise under no_grad when the method has one, then the method's loss from the per-sample errors.
+With --ema-decay the moving average of the weights is kept beside them, and is what is saved and evaluated.
+All randomness is a function of (seed, step, pair position), so `--resume` replays exactly.
 Batches come from the training pairs only: a held-out slice of whole prompts (heldout.py) is measured against the
 reference every --eval-every steps and at the end, and logged beside the steps.
 """
@@ -34,7 +37,6 @@ from rpo_bench.core.progress import progress_bar
 from rpo_bench.models.catalog import resolve_model
 from rpo_bench.models.loader import load_pipeline, model_fingerprint
 from rpo_bench.style.registry import get_style
-from rpo_bench.training import losses
 from rpo_bench.training.batches import draw_randomness, global_batch_indices, image_to_tensor
 from rpo_bench.training.checkpoint import (
     CHECKPOINTS,
@@ -48,11 +50,12 @@ from rpo_bench.training.checkpoint import (
     write_checkpoint,
     write_failure_reason,
 )
-from rpo_bench.training.config import DPOConfig, RPOConfig, TrainConfig, resume_mismatch
+from rpo_bench.training.config import TrainConfig, resume_mismatch
 from rpo_bench.training.data import load_preference_data
 from rpo_bench.training.diffusion import DiffusionParts, adapters_disabled, repeat_condition
-from rpo_bench.training.embeddings import compute_embeddings, pair_embeddings
+from rpo_bench.training.ema import EMA
 from rpo_bench.training.heldout import HeldOutEvaluator, split_heldout
+from rpo_bench.training.methods import get_method
 from rpo_bench.training.micro_pickapic import resolve_preference_source
 from rpo_bench.training.output import (
     RECORD_FILE,
@@ -198,11 +201,10 @@ class Trainer:
         self._interrupts = InterruptLatch()
         self.accelerator = _accelerator(config)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
-        self.is_rpo = isinstance(config, RPOConfig)
-        self.needs_reference = isinstance(config, DPOConfig)
-        if self.is_rpo and config.contrast == "local" and config.pairs_per_device == 1:
-            log.warning("rpo with one pair per device and --contrast local has a 1x1 matrix: it equals DPO. "
-                        "Use more pairs per device or --contrast global.")
+        self.method = get_method(config.method)
+        self.needs_reference = self.method.needs_reference
+        for message in self.method.warnings(config) if self.accelerator.is_main_process else []:
+            log.warning(message)
 
     def _check_output(self) -> None:
         if self.output.exists() and not self.output.is_dir():
@@ -262,11 +264,8 @@ class Trainer:
 
         self.train_indices, self.heldout_indices = split_heldout(self.data.captions, config.heldout_pairs,
                                                                  config.seed)
-        self.table = None
-        if self.is_rpo:
-            with accelerator.main_process_first():
-                self.table = compute_embeddings(self.data, self.embed_model(), device=str(accelerator.device),
-                                                show_progress=self.show_progress and accelerator.is_main_process)
+        self.table = None  # RPO's embedding table (the method's set-up fills it)
+        self.method.setup(self)
         weight_dtype = _weight_dtype(accelerator)
         pipe = load_pipeline(self.spec, device=str(accelerator.device), dtype=torch.float32)
         resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -283,14 +282,21 @@ class Trainer:
         # Not register_for_checkpointing: checkpoints are our own pickle-free format (checkpoint.py).
         self.unet, self.optimizer = accelerator.prepare(unet, optimizer)
         self.parameters = parameters
+        trained = {name: p for name, p in unet.named_parameters() if p.requires_grad}
+        self.ema = EMA(trained, config.ema_decay) if config.ema_decay else None
 
-    def embed_model(self) -> str:
-        name = self.config.embed_model
-        return self.spec.clip_source if name == "auto" else name
+    def _final_weights(self):
+        """What is saved and evaluated: the EMA swapped in when there is one, else the weights as trained."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     # -- one micro-step -------------------------------------------------------------------------------------
     def _micro_batch(self, micro_step: int):
         config = self.config
+        if self.method.unpaired:  # two single images per pair of the budget, so that a step costs what DPO's does
+            per_device = 2 * config.pairs_per_device
+            positions = list(range(self.rank * per_device, (self.rank + 1) * per_device))
+            batch = self.method.draw(self, micro_step, positions, per_device * self.world)
+            return [item.pair for item in batch.items], batch, batch.randomness
         global_batch = config.pairs_per_device * self.world
         # Batches are drawn over the training pairs; without held-out pairs these are all pairs, in data order.
         positions = global_batch_indices(len(self.train_indices), config.seed, micro_step, global_batch)
@@ -303,12 +309,16 @@ class Trainer:
         return indices, pairs, randomness
 
     def _errors(self, pairs, randomness) -> dict[str, torch.Tensor]:
-        parts = self.parts
+        """The step's per-sample errors for the method: winners' (and losers') err_theta, err_ref when the method
+        has a reference, and the model's residuals over every element when it asks for them (winner-preserving)."""
+        parts, method = self.parts, self.method
+        if method.unpaired:
+            return self._unpaired_errors(pairs, randomness)
         captions = ["" if drop else pair.caption for pair, drop in zip(pairs, randomness.drop_caption, strict=True)]
         condition = parts.encode_text(captions)
         winners = torch.stack([image_to_tensor(p.winner, parts.resolution) for p in pairs])
         z_w = parts.encode_images(winners, randomness.vae_noise_w)
-        if not self.needs_reference:  # SFT: the preferred images only, no reference
+        if not method.reads_losers:  # SFT: the preferred images only
             model_err_w = parts.denoising_error(self.unet, z_w, randomness.noise, randomness.timesteps, condition)
             return {"model_err_w": model_err_w}
         losers = torch.stack([image_to_tensor(p.loser, parts.resolution) for p in pairs])
@@ -317,62 +327,45 @@ class Trainer:
         noise = torch.cat([randomness.noise, randomness.noise])
         timesteps = torch.cat([randomness.timesteps, randomness.timesteps])
         both = repeat_condition(condition, 2)
-        model_err = parts.denoising_error(self.unet, latents, noise, timesteps, both)
+        m = len(pairs)
+        errors: dict[str, torch.Tensor] = {}
+        if method.wants_residuals(self.config):
+            model_err, residual = parts.denoising_error(self.unet, latents, noise, timesteps, both,
+                                                        return_residual=True)
+            errors.update(residual_w=residual[:m], residual_l=residual[m:])
+        else:
+            model_err = parts.denoising_error(self.unet, latents, noise, timesteps, both)
+        errors.update(model_err_w=model_err[:m], model_err_l=model_err[m:])
+        if self.needs_reference:
+            ref_err = self._reference_errors(latents, noise, timesteps, both)
+            errors.update(ref_err_w=ref_err[:m], ref_err_l=ref_err[m:])
+        return errors
+
+    def _unpaired_errors(self, batch, randomness) -> dict[str, torch.Tensor]:
+        """err_theta (and err_ref) of single images, each with its own timestep and noise, and their labels."""
+        parts = self.parts
+        captions = ["" if drop else caption for caption, drop in zip(batch.captions, randomness.drop_caption,
+                                                                     strict=True)]
+        condition = parts.encode_text(captions)
+        images = torch.stack([image_to_tensor(image, parts.resolution) for image in batch.images])
+        latents = parts.encode_images(images, randomness.vae_noise_w)
+        errors = {"model_err": parts.denoising_error(self.unet, latents, randomness.noise, randomness.timesteps,
+                                                     condition),
+                  "desirable": torch.tensor([item.desirable for item in batch.items], device=latents.device)}
+        if self.needs_reference:
+            errors["ref_err"] = self._reference_errors(latents, randomness.noise, randomness.timesteps, condition)
+        return errors
+
+    def _reference_errors(self, latents, noise, timesteps, condition) -> torch.Tensor:
+        """err_ref under no_grad: the frozen copy (full fine-tuning) or the same UNet with its adapters off (LoRA)."""
         with torch.no_grad():
             if self.reference is not None:
-                ref_err = parts.denoising_error(self.reference, latents, noise, timesteps, both)
-            else:
-                with adapters_disabled(self.accelerator.unwrap_model(self.unet)) as base:
-                    ref_err = parts.denoising_error(base, latents, noise, timesteps, both)
-        m = len(pairs)
-        return {"model_err_w": model_err[:m], "model_err_l": model_err[m:],
-                "ref_err_w": ref_err[:m].detach(), "ref_err_l": ref_err[m:].detach()}
+                return self.parts.denoising_error(self.reference, latents, noise, timesteps, condition).detach()
+            with adapters_disabled(self.accelerator.unwrap_model(self.unet)) as base:
+                return self.parts.denoising_error(base, latents, noise, timesteps, condition).detach()
 
     def _loss(self, errors: dict[str, torch.Tensor], indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        config = self.config
-        if not self.needs_reference:
-            loss = losses.sft_loss(errors["model_err_w"])
-            return loss, {"loss": loss.item(), "model_err_w_mean": errors["model_err_w"].mean().item()}
-        args = (errors["model_err_w"], errors["model_err_l"], errors["ref_err_w"], errors["ref_err_l"])
-        if not self.is_rpo:
-            loss = losses.dpo_loss(*args, config.beta)
-            return loss, {"loss": loss.item(), **losses.preference_diagnostics(*args, config.beta)}
-        if config.contrast == "global" and self.world > 1:
-            return self._global_rpo_loss(errors, indices)
-        local = indices[self.rank * config.pairs_per_device:(self.rank + 1) * config.pairs_per_device]
-        weights = self._weights(local)
-        loss = losses.rpo_loss(*args, weights, config.beta, config.weight_scale, config.placement)
-        return loss, {"loss": loss.item(), **losses.preference_diagnostics(*args, config.beta, weights)}
-
-    def _weights(self, indices: list[int]) -> torch.Tensor:
-        u, v = pair_embeddings(self.table, indices, self.config.embed_mode)
-        return losses.rpo_weights(u, v, self.config.tau, self.config.pin_diagonal).to(self.accelerator.device)
-
-    def _global_rpo_loss(self, errors, indices) -> tuple[torch.Tensor, dict[str, float]]:
-        """METHOD.md RPO item 6: the matrix over every process's pairs; gradients only through local rows and
-        columns. Every process knows the global batch's indices, so only the D values are gathered."""
-        config, accelerator = self.config, self.accelerator
-        m, total = config.pairs_per_device, len(indices)
-        d_w = errors["model_err_w"] - errors["ref_err_w"]
-        d_l = errors["model_err_l"] - errors["ref_err_l"]
-        gathered = {k: accelerator.gather(v.detach()) for k, v in errors.items()}
-        all_d_w = gathered["model_err_w"] - gathered["ref_err_w"]
-        all_d_l = gathered["model_err_l"] - gathered["ref_err_l"]
-        mine = torch.zeros(total, dtype=torch.bool, device=d_w.device)
-        mine[self.rank * m:(self.rank + 1) * m] = True
-        d_l_columns = all_d_l.clone().to(d_l.dtype)
-        d_l_columns[mine] = d_l  # live in this process's columns
-        weights = self._weights(indices)
-        options = dict(beta=config.beta, weight_scale=config.weight_scale, placement=config.placement,
-                       num_pairs=total)
-        rows = losses.rpo_loss_from_diffs(d_w, d_l_columns, weights[mine], **options)
-        cols = losses.rpo_loss_from_diffs(all_d_w[~mine], d_l, weights[~mine][:, mine], **options)
-        # DDP averages gradients over processes; the full-batch gradient is their SUM, hence the factor.
-        loss = (rows + cols) * self.world / total**2
-        value = accelerator.reduce(rows.detach(), reduction="sum") / total**2
-        diagnostics = losses.preference_diagnostics(gathered["model_err_w"], gathered["model_err_l"],
-                                                    gathered["ref_err_w"], gathered["ref_err_l"], config.beta, weights)
-        return loss, {"loss": value.item(), **diagnostics}
+        return self.method.loss(self, errors, indices)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -393,7 +386,7 @@ class Trainer:
                 self._save_on_interrupt()
                 raise
             if accelerator.is_main_process:
-                with self._writing(self.output):
+                with self._writing(self.output), self._final_weights():
                     save_output(self, config.steps)
             accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -511,7 +504,7 @@ class Trainer:
         a metric against training steps. Written before a checkpoint at the same step, so a resume redoes both."""
         if self.accelerator.is_main_process:
             folder = self.output / SNAPSHOTS / f"step-{steps_done}"
-            with self._writing(folder):
+            with self._writing(folder), self._final_weights():
                 save_output(self, steps_done, folder=folder)
         self.accelerator.wait_for_everyone()
 
@@ -523,8 +516,10 @@ class Trainer:
             return
 
         config = self.config
-        self.heldout = HeldOutEvaluator(self.data, self.heldout_indices, self.parts, config.seed,
-                                        getattr(config, "beta", None), config.pairs_per_device, self.accelerator)
+        # The held-out margin reads on DPO's scale: a method's own beta only where it is a dpo-half beta.
+        beta = getattr(config, "beta", None) if self.method.convention == "dpo-half" else None
+        self.heldout = HeldOutEvaluator(self.data, self.heldout_indices, self.parts, config.seed, beta,
+                                        config.pairs_per_device, self.accelerator)
         unet = self.accelerator.unwrap_model(self.unet)
         if self.reference is not None:
             self.heldout.measure_reference(self.reference)
@@ -539,8 +534,9 @@ class Trainer:
 
     def _evaluate_heldout(self, steps_done: int) -> None:
         # The unwrapped module: a DDP forward would broadcast buffers, a collective the measurement does not need.
-        record: dict[str, float] = {"step": steps_done,
-                                    **self.heldout.evaluate(self.accelerator.unwrap_model(self.unet))}
+        with self._final_weights():
+            record: dict[str, float] = {"step": steps_done,
+                                        **self.heldout.evaluate(self.accelerator.unwrap_model(self.unet))}
         self.heldout_history.append(record)
         self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=steps_done)
         if not self.accelerator.is_main_process:
@@ -576,7 +572,7 @@ class Trainer:
             for key, value in diagnostics.items():
                 sums[key] = sums.get(key, 0.0) + value / config.grad_accum
         grad_norm = accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm or math.inf)
-        global_values = self.is_rpo and config.contrast == "global"  # already computed over all processes
+        global_values = self.method.diagnostics_are_global(self)  # already computed over all processes
         if self.world > 1 and not global_values:  # before the check below, so every process decides alike
             sums = {k: float(accelerator.reduce(torch.tensor(v, device=accelerator.device), "mean"))
                     for k, v in sums.items()}
@@ -586,6 +582,8 @@ class Trainer:
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update()
             self.steps_done = step + 1
         return sums
 
@@ -636,9 +634,12 @@ class Trainer:
                                  "lr_scheduler": self.lr_scheduler.state_dict(),
                                  "grad_scaler": scaler.state_dict() if scaler is not None else None}
         weights = {name: p for name, p in unet.named_parameters() if p.requires_grad}
+        ema = None
+        if self.ema is not None:
+            ema, state["ema_updates"] = self.ema.state()
         folder = self.output / CHECKPOINTS / f"step-{steps_done}"
         with self._writing(folder):
-            write_checkpoint(folder, state, weights, self.optimizer.state_dict(), self.config.checkpoints_keep)
+            write_checkpoint(folder, state, weights, self.optimizer.state_dict(), self.config.checkpoints_keep, ema)
         self._last_checkpoint = steps_done
 
     def _restore(self) -> int:
@@ -650,6 +651,11 @@ class Trainer:
         if checkpoint.state.get("data") != self.data.fingerprint:
             raise BadInputError(f"cannot resume {self.output}: the preference data changed since it was made")
         load_weights(self.accelerator.unwrap_model(self.unet), checkpoint.weights, folder)
+        if self.ema is not None:
+            if checkpoint.ema is None:  # the config check saw the same ema_decay: the file was removed
+                raise BadInputError(f"checkpoint {folder} has no EMA weights; delete that step folder to resume "
+                                    "from an earlier one")
+            self.ema.load(checkpoint.ema, int(checkpoint.state["ema_updates"]), str(folder))
         try:
             self.optimizer.load_state_dict(checkpoint.optimizer)
             self.lr_scheduler.load_state_dict(checkpoint.state["lr_scheduler"])

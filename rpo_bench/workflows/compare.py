@@ -1,5 +1,6 @@
-"""Which method wins, in the micro world: SFT, DPO and RPO trained from micro-base on the same data with the same
-budget, over several training seeds, evaluated on held-out prompts against the ground-truth judge.
+"""Which method wins, in the micro world: SFT, DPO and RPO (or any registered methods) trained from micro-base on
+the same data with the same budget, over several training seeds, evaluated on held-out prompts against the
+ground-truth judge.
 
 A method's score on a (prompt, evaluation seed) is the mean over its training seeds, so an interval over prompts
 includes the spread between training runs only through that mean; the per-seed rows show that spread directly.
@@ -28,18 +29,19 @@ from rpo_bench.reporting.grids import image_grid, open_store_and_cache, save_png
 from rpo_bench.style.registry import STYLES, get_style
 from rpo_bench.training.checkpoint import SNAPSHOTS, latest_checkpoint
 from rpo_bench.training.config import ABSENT_MEANT, RESUME_SAFE_FIELDS, build_config, method_fields
+from rpo_bench.training.methods import DEFAULT_SET, resolve_methods
 from rpo_bench.training.output import absolute_paths
 from rpo_bench.training.trainer import train
+from rpo_bench.workflows.heldout_table import heldout_markdown, heldout_table
 from rpo_bench.workflows.probe_ceiling import probe_ceiling
 
 BASE = "micro-base"
-METHODS = ("sft", "dpo", "rpo")
 
 
 @dataclass
 class CompareConfig:
     out: Path  # one folder per trained run, plus the results store and comparison.json
-    methods: Sequence[str] = METHODS
+    methods: Sequence[str] = DEFAULT_SET
     train_seeds: Sequence[int] = (0, 1, 2)
     preset: str | None = "micro"
     overrides: Mapping[str, Any] = field(default_factory=dict)  # training settings over the preset
@@ -83,14 +85,19 @@ class ComparisonRow:
     comparison: stats.Comparison | None
 
 
+def method_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """Which methods are compared with each other besides each with micro-base: RPO with DPO and SFT, DPO with
+    SFT (the question rpo-bench was made for), and every other method with DPO, the method it answers."""
+    pairs = [(a, b) for a, b in (("rpo", "dpo"), ("rpo", "sft"), ("dpo", "sft")) if a in methods and b in methods]
+    return pairs + [(m, "dpo") for m in methods if m not in ("sft", "dpo", "rpo") and "dpo" in methods]
+
+
 def run_name(method: str, seed: int) -> str:
     return f"{method}-seed{seed}"
 
 
 def _check(config: CompareConfig) -> None:
-    unknown = [m for m in config.methods if m not in METHODS]
-    if unknown or not config.methods:
-        raise BadInputError(f"methods {', '.join(unknown) or '(none)'}; accepted: one or more of {', '.join(METHODS)}")
+    config.methods = resolve_methods(list(config.methods))  # "all", and did-you-mean for an unknown name
     if not config.train_seeds or not config.eval_seeds:
         raise BadInputError("training and evaluation seeds: accepted: at least one of each")
     for method in config.methods:  # every setting checked before the first run starts or any folder is made
@@ -202,8 +209,7 @@ def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path],
             scores = run_scores[run_name(method, seed)]
             rows.append(ComparisonRow(f"{method} seed {seed}", BASE, stats.cluster_bootstrap(scores),
                                       stats.compare(scores, base, higher)))
-    for a, b in (("rpo", "dpo"), ("rpo", "sft"), ("dpo", "sft")):
-        if a in method_scores and b in method_scores:
+    for a, b in method_pairs(config.methods):
             rows.append(ComparisonRow(a, b, stats.cluster_bootstrap(method_scores[a]),
                                       stats.compare(method_scores[a], method_scores[b], higher)))
     return rows
@@ -394,6 +400,10 @@ def _run_locked(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
                              f"agrees with them on {100 * ceiling['ceiling']:.1f}% of {ceiling['images']} images, each "
                              f"predicted by a fit that did not see its prompt (5 folds over prompts); always answering "
                              f"the judge's majority call agrees on {100 * ceiling['constant']:.1f}%\n")
+    diagnostics = heldout_table({m: [outputs[run_name(m, s)] for s in config.train_seeds] for m in config.methods})
+    record["heldout"] = diagnostics
+    if diagnostics:
+        markdown += "\n" + heldout_markdown(diagnostics)
     record["config"]["overrides"] = dict(config.overrides)
     _write_atomic(config.out / "comparison.json", json.dumps(record, indent=1, default=list))
     curves = learning_curves(config, outputs)

@@ -27,6 +27,7 @@ from rpo_bench.reporting.json_export import export_json_text
 from rpo_bench.reporting.markdown import render_markdown
 from rpo_bench.reporting.report import build_report
 from rpo_bench.reporting.style_section import style_comparisons, style_plot_png
+from rpo_bench.training.methods import DEFAULT_SET
 from rpo_bench.training.micro_pickapic import build_micro_pickapic
 from rpo_bench.workflows.compare import CompareConfig, for_style, run_comparison
 
@@ -43,7 +44,7 @@ class DemoConfig:
     out: Path
     style: str | None = None
     quick: bool = False
-    methods: Sequence[str] = ("sft", "dpo", "rpo")
+    methods: Sequence[str] = DEFAULT_SET
     train_seeds: Sequence[int] = (0,)
     eval_seeds: Sequence[int] | None = None  # default (0, 1, 2, 3); --quick (0, 1)
     overrides: dict[str, Any] = field(default_factory=dict)  # training settings over the preset
@@ -102,7 +103,7 @@ def command_line(config: DemoConfig, out_label: str | None = None) -> str:
         words += ["--style", config.style]
     if config.quick:
         words.append("--quick")
-    if tuple(config.methods) != ("sft", "dpo", "rpo"):
+    if tuple(config.methods) != DEFAULT_SET:
         words += ["--methods", ",".join(config.methods)]
     words += ["--train-seeds", _seeds_text(config.train_seeds)]
     if config.eval_seeds is not None:

@@ -37,7 +37,8 @@ from rpo_bench.core.user_files import read_toml
 from rpo_bench.evaluation.seeds import check_seeds, parse_seeds
 from rpo_bench.reporting.published import reported_markdown
 from rpo_bench.training.config import parse_setting
-from rpo_bench.workflows.compare import METHODS, CompareConfig, _check, for_style, stale_runs
+from rpo_bench.training.methods import DEFAULT_SET, resolve_methods
+from rpo_bench.workflows.compare import CompareConfig, _check, for_style, stale_runs
 from rpo_bench.workflows.compare_plot import differences_png
 from rpo_bench.workflows.demo import DemoConfig, command_line, compare_config, run_demo
 
@@ -65,7 +66,7 @@ class DemoTable:
 
     style: str | None = None
     quick: bool = False
-    methods: str = "sft,dpo,rpo"
+    methods: str = ",".join(DEFAULT_SET)
     train_seeds: str = "0"
     eval_seeds: str | None = None
     set: tuple[str, ...] = ()  # training settings as `--set` takes them: ["lr=1e-4", "steps=200"]
@@ -160,13 +161,11 @@ def _seeds(spec: LeaderboardSpec, key: str) -> list[int]:
 
 
 def _methods(spec: LeaderboardSpec) -> tuple[str, ...]:
-    value = spec.demo.get("methods", "sft,dpo,rpo")
-    methods = tuple(m.strip() for m in (value.split(",") if isinstance(value, str) else value))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise BadInputError(f"{_where(spec)} methods = {value!r}: {', '.join(map(repr, unknown)) or 'none given'}; "
-                            f"accepted: one or more of {', '.join(METHODS)}")
-    return methods
+    value = spec.demo.get("methods", ",".join(DEFAULT_SET))
+    try:
+        return resolve_methods(value)
+    except RpoBenchError as exc:
+        raise BadInputError(f"{_where(spec)} methods = {value!r}: {exc}") from None
 
 
 def _overrides(spec: LeaderboardSpec) -> dict[str, Any]:
