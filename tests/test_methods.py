@@ -117,16 +117,25 @@ def test_mapo_never_builds_a_reference_and_kto_trains_on_single_images(preferenc
     assert len(batch.items) == 4 and [item.desirable for item in batch.items].count(True) == 2
 
 
-@pytest.mark.parametrize("case", ["kto", "mapo", "dpo-winner-preserving"])
-def test_new_methods_train_on_the_micro_world(preference_folder, tmp_path, case):  # noqa: F811
+@pytest.mark.parametrize("case", ["kto", "mapo", "dpo-winner-preserving", "dpo-ema"])
+def test_new_methods_train_on_the_micro_world_and_resume_exactly(preference_folder, tmp_path, case):  # noqa: F811
     """micro-base (full UNet, the micro world's VAE and CLIP) through the same trainer as SD."""
     values = CASES[case][0]
-    config = _config(preference_folder, tmp_path, model="micro-base", lora_rank=0, steps=2, pairs_per_device=2,
-                     heldout_pairs=2.0, eval_every=2, **values)
-    result = Trainer(config, show_progress=False).train()
+
+    def run(folder: Path, steps: int, resume: bool = False):
+        config = _config(preference_folder, folder, model="micro-base", lora_rank=0, steps=steps, pairs_per_device=2,
+                         heldout_pairs=1.0, eval_every=1, checkpoint_every=1, lr_scheduler="constant", **values)
+        return Trainer(config, resume=resume, show_progress=False).train()
+
+    result = run(tmp_path / "whole", 2)
+    run(tmp_path / "split", 1)
+    run(tmp_path / "split", 2, resume=True)
     assert len(result.history) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in result.history)
     # every method gets D^w and D^l on the held-out pairs, measured against the starting weights (METHOD.md)
     assert {"heldout_d_w", "heldout_d_l", "heldout_acc"} <= set(result.heldout[-1])
+    a, b = _weights(tmp_path / "whole" / "out", 0), _weights(tmp_path / "split" / "out", 0)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _log(tmp_path / "whole" / "out") == _log(tmp_path / "split" / "out")
 
 
 # -- the unpaired view of the pairs ----------------------------------------------------------------------------------
