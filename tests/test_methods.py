@@ -184,6 +184,24 @@ def test_kto_on_pairs_without_scores_by_utility_is_one_line(preference_folder, t
     assert "--kto-labels utility labels each image by its utility" in err and "or --kto-labels pairs" in err
 
 
+def test_resume_on_data_whose_scores_would_relabel_kto_is_refused(preference_folder, tmp_path):  # noqa: F811
+    """The pairs' fingerprint does not cover the score columns; KTO's labels by utility do depend on them."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(preference_folder, data)
+    rows = [json.loads(line) for line in (data / "pairs.jsonl").read_text().splitlines()]
+    scores = sorted(row[c] for row in rows for c in ("score_0", "score_1"))
+    values = dict(method="kto", beta=None, kto_labels="utility", kto_threshold=scores[len(scores) // 2],
+                  checkpoint_every=1)
+    Trainer(_config(data, tmp_path, steps=1, **values), show_progress=False).train()
+    low, high = scores[0], scores[-1]  # the same pairs, each score mirrored in the range: the labels flip
+    flipped = [{**row, "score_0": low + high - row["score_0"], "score_1": low + high - row["score_1"]} for row in rows]
+    (data / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in flipped))
+    with pytest.raises(BadInputError, match="what kto derives from the data beyond the pairs"):
+        Trainer(_config(data, tmp_path, steps=2, **values), resume=True, show_progress=False).train()
+
+
 @pytest.mark.parametrize("batch, ratio", [(2, 0.5), (4, 0.5), (8, 0.8), (6, 0.9), (16, 0.5), (3, 0.1)])
 def test_class_layout_holds_the_ratio_both_classes_and_balanced_slices(batch, ratio):
     layout = class_layout(batch, ratio)

@@ -634,6 +634,9 @@ class Trainer:
                                  "lr_scheduler": self.lr_scheduler.state_dict(),
                                  "grad_scaler": scaler.state_dict() if scaler is not None else None}
         weights = {name: p for name, p in unet.named_parameters() if p.requires_grad}
+        method_data = self.method.data_fingerprint(self)
+        if method_data is not None:
+            state["method_data"] = method_data
         ema = None
         if self.ema is not None:
             ema, state["ema_updates"] = self.ema.state()
@@ -650,6 +653,10 @@ class Trainer:
         self._restored_from = folder
         if checkpoint.state.get("data") != self.data.fingerprint:
             raise BadInputError(f"cannot resume {self.output}: the preference data changed since it was made")
+        if checkpoint.state.get("method_data") != self.method.data_fingerprint(self):
+            raise BadInputError(f"cannot resume {self.output}: what {self.config.method} derives from the data beyond "
+                                "the pairs (kto: its labels, from the score columns with --kto-labels utility) changed "
+                                "since it was made; accepted: the data the run started on, or a new --output")
         load_weights(self.accelerator.unwrap_model(self.unet), checkpoint.weights, folder)
         if self.ema is not None:
             if checkpoint.ema is None:  # the config check saw the same ema_decay: the file was removed

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from rpo_bench.core.digest import digest
 from rpo_bench.core.errors import BadInputError
 from rpo_bench.training.batches import PairRandomness, draw_randomness, stream_slice
 
@@ -68,6 +69,12 @@ class SingleImages:
                                 f"{len(self.desirable)} desirable and {len(self.undesirable)} undesirable; kto needs "
                                 "both (accepted: a threshold between the lowest and the highest utility, or "
                                 "--kto-labels pairs)")
+
+    def fingerprint(self) -> str:
+        """The labels, as a digest: the same data labelled otherwise (another utility column) gives another one."""
+        labelled = sorted((self.data.image_ids[item.pair][item.side], item.desirable)
+                          for item in (*self.desirable, *self.undesirable))
+        return digest(labelled, 16)
 
     def batch(self, seed: int, micro_step: int, positions: Sequence[int], global_batch: int, ratio: float,
               latent_shape: tuple[int, int, int], num_train_timesteps: int,

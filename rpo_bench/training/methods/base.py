@@ -53,6 +53,12 @@ class Method:
         two per pair of the budget): a training.unpaired.UnpairedBatch."""
         raise NotImplementedError
 
+    def data_fingerprint(self, trainer) -> str | None:
+        """A digest of what the method reads from the data beyond the pairs' own fingerprint (KTO: the labels it
+        derived, which a utility column decides), kept in every checkpoint so that a resume on data that would
+        label the images otherwise is refused rather than trained on silently. None: nothing beyond the pairs."""
+        return None
+
     def diagnostics_are_global(self, trainer) -> bool:
         """True when `loss` already reduced its diagnostics over every process (RPO's global contrast)."""
         return False

@@ -59,6 +59,9 @@ class KTO(Method):
         config = trainer.config  # labels from the training pairs only: the held-out prompts stay unseen
         self.images = SingleImages(trainer.data, trainer.train_indices, config.kto_labels, config.kto_threshold)
 
+    def data_fingerprint(self, trainer) -> str:
+        return self.images.fingerprint()
+
     def draw(self, trainer, micro_step: int, positions: list[int], global_batch: int):
         """This process's images of the global micro-batch: desirable at `positive_ratio` of the places."""
         parts, config = trainer.parts, trainer.config
