@@ -41,7 +41,10 @@ def test_ctrl_c_during_evaluate_exits_130_and_keeps_the_finished_images(tmp_path
     command = [sys.executable, "-m", "rpo_bench", "evaluate", "--models", "tiny-sd15", "--prompts", "smoke",
                "--seeds", "0-999", "--metrics", "tiny-clip", "--protocol", "", "--batch-size", "2",
                "--image-cache", str(cache), "--store", str(store)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background of a non-interactive shell inherits SIGINT ignored, and so would the
+    # child: give it the disposition a terminal gives, so Python installs its Ctrl-C handler.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not list(cache.rglob("*.png")):  # the first batch is in the cache: it is working

@@ -229,14 +229,20 @@ def test_ctrl_c_checkpoints_the_last_finished_step_and_resume_matches(preference
 
 
 def test_ctrl_c_during_an_update_is_held_until_the_update_is_done():
-    latch = InterruptLatch()
-    with latch.deferred():
-        os.kill(os.getpid(), signal.SIGINT)  # arrives mid-update: must not cut it in half
-        finished_update = True
-    assert finished_update and latch.pending
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):
-        latch.raise_if_pending()
+    # Python's own Ctrl-C handler, as in a terminal: a suite started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and the latch rightly leaves a handler it did not install alone.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        latch = InterruptLatch()
+        with latch.deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-update: must not cut it in half
+            finished_update = True
+        assert finished_update and latch.pending
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            latch.raise_if_pending()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- 4. divergence ---------------------------------------------------------------------------------------------
