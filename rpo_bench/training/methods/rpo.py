@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rpo_bench.training.config import method_field, setting
-from rpo_bench.training.methods.base import Method
 from rpo_bench.training.methods.dpo import (
-    BETA_CONVENTION,
+    DPO,
     DPOConfig,
-    check_preference_options,
     preference_errors,
     with_regulariser,
 )
@@ -38,15 +36,14 @@ class RPOConfig(DPOConfig):
                                  "pairs.")
 
 
-class RPO(Method):
+class RPO(DPO):  # DPO's settings, checks and winner-preserving residuals, with the matrix loss
     name, title = "rpo", "Diffusion-RPO"
     summary = "Diffusion-RPO: every winner against every loser of the batch, weighted by CLIP similarity"
     source = "Gu et al. 2024 (arXiv 2406.06382; no public code); weighting as the parent method RPO (Yin et al.)"
     config = RPOConfig
-    convention = BETA_CONVENTION
 
     def validate(self, config, check) -> None:
-        check_preference_options(config, check)
+        super().validate(config, check)
         check(math.isfinite(config.tau) and config.tau > 0, "tau", config.tau, "a finite number > 0")
 
     def warnings(self, config) -> list[str]:
@@ -54,9 +51,6 @@ class RPO(Method):
             return ["rpo with one pair per device and --contrast local has a 1x1 matrix: it equals DPO. "
                     "Use more pairs per device or --contrast global."]
         return []
-
-    def wants_residuals(self, config) -> bool:
-        return config.winner_preserving
 
     def setup(self, trainer) -> None:
         from rpo_bench.training.embeddings import compute_embeddings  # noqa: PLC0415 - torch: `train --help` reads this file's config
