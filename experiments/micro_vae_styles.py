@@ -42,17 +42,20 @@ def reconstruction_table(vae, judge: MicroJudge, renders_per_style: int, seed: i
     return row
 
 
-def variant(out: Path, channels: int, styled: float, steps: int, downsampling: int = 4):
+def variant(out: Path, channels: int, styled: float, steps: int, downsampling: int = 4, perceptual: float = 0.0,
+            adversarial: float = 0.0):
     from safetensors.torch import load_file, save_file
 
     finer = "" if downsampling == 4 else f"-down{downsampling}"
-    path = out / f"vae-c{channels}{finer}-styled{styled}-steps{steps}.safetensors"
+    losses = "" if perceptual == adversarial == 0 else f"-perc{perceptual}-adv{adversarial}"
+    path = out / f"vae-c{channels}{finer}-styled{styled}-steps{steps}{losses}.safetensors"
     vae = build_micro_vae(channels, downsampling)
     if path.is_file():
         vae.load_state_dict(load_file(path))
     else:
         mix = StyleMix(styled_named=styled, styled_unnamed=StyleMix().styled_unnamed)
-        vae, _ = train_micro_vae(steps=steps, mix=mix, latent_channels=channels, downsampling=downsampling)
+        vae, _ = train_micro_vae(steps=steps, mix=mix, latent_channels=channels, downsampling=downsampling,
+                                 perceptual_weight=perceptual, adversarial_weight=adversarial)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path)
     return vae.eval()
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=800, help="training steps (micro build uses 800)")
     parser.add_argument("--downsampling", type=int, choices=(2, 4), default=4,
                         help="4: 8x8 latents, as micro-base; 2: 16x16 latents")
+    parser.add_argument("--perceptual", type=float, default=0.0,
+                        help="weight of the random-feature perceptual loss (rpo_bench/micro/vae_losses.py)")
+    parser.add_argument("--adversarial", type=float, default=0.0, help="weight of the patch discriminator's loss")
     parser.add_argument("--renders", type=int, default=128, help="renders per style to reconstruct")
     parser.add_argument("--out", type=Path, default=Path("vae-variants"), help="where trained variants are kept")
     args = parser.parse_args(argv)
@@ -75,10 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"micro-base's VAE": reconstruction_table(
         AutoencoderKL.from_pretrained(BASE_VAE, subfolder="vae").float().eval(), judge, args.renders)}
     for channels in (int(c) for c in args.channels.split(",")):
-        vae = variant(args.out, channels, args.styled, args.steps, args.downsampling)
+        vae = variant(args.out, channels, args.styled, args.steps, args.downsampling, args.perceptual,
+                      args.adversarial)
         side = 32 // args.downsampling
-        rows[f"{side}x{side}x{channels} latents, {args.styled:.0%} styled, {args.steps} steps"] = reconstruction_table(
-            vae, judge, args.renders)
+        losses = "" if args.perceptual == args.adversarial == 0 else (
+            f", perceptual {args.perceptual:g}, adversarial {args.adversarial:g}")
+        name = f"{side}x{side}x{channels} latents, {args.styled:.0%} styled, {args.steps} steps{losses}"
+        rows[name] = reconstruction_table(vae, judge, args.renders)
     print("| VAE | " + " | ".join(STYLES) + " |")
     print("|---|" + "---|" * len(STYLES))
     for name, row in rows.items():

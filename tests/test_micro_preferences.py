@@ -26,7 +26,7 @@ from rpo_bench.training.micro_pickapic import (
     micro_pickapic_dir,
     resolve_preference_source,
 )
-from rpo_bench.training.pairs import PairSettings, ScoredImage, _candidate_pairs, _pick_pairs
+from rpo_bench.training.pairs import PairSettings, ScoredImage, _candidate_pairs, pick_pairs
 
 PROMPTS = 8  # micro-train prompts in the small sets; k images each: a few seconds of micro-base on a CPU
 K = 6
@@ -137,10 +137,10 @@ def test_top_bottom_pairs_best_images_against_worst_closest_to_best_vs_worst_fir
 
 def test_margin_drops_close_pairs_and_pairs_per_prompt_caps_the_kept_ones():
     scored = {"p": _images([0.50, 0.52, 0.51, 0.49, 0.95, 0.05])}
-    picked = _pick_pairs(["p"], scored, PairSettings(k=6, mode="top-bottom", margin=0.1), 1.0)
+    picked = pick_pairs(["p"], scored, PairSettings(k=6, mode="top-bottom", margin=0.1), 1.0)
     assert all(abs(w.score - lo.score) > 0.1 for _, w, lo in picked.pairs)
     assert len(picked.pairs) + picked.dropped == 9 and picked.dropped > 0
-    capped = _pick_pairs(["p"], scored, PairSettings(k=6, mode="top-bottom", pairs_per_prompt=2, margin=0.1), 1.0)
+    capped = pick_pairs(["p"], scored, PairSettings(k=6, mode="top-bottom", pairs_per_prompt=2, margin=0.1), 1.0)
     assert [(w.seed, lo.seed) for _, w, lo in capped.pairs] == [(4, 5), (4, 3)]
 
 
@@ -151,14 +151,14 @@ def test_label_noise_agrees_with_the_noiseless_ranking_as_bradley_terry_says():
     prompts = [f"prompt {i}" for i in range(300)]
     scored = {p: _images([rng.random() for _ in range(8)]) for p in prompts}
     for temperature in (0.02, 0.1, 0.3):
-        picked = _pick_pairs(prompts, scored, PairSettings(k=8, mode="top-bottom", label_noise=temperature), 1.0)
+        picked = pick_pairs(prompts, scored, PairSettings(k=8, mode="top-bottom", label_noise=temperature), 1.0)
         gaps = [abs(w.score - lo.score) for _, w, lo in picked.pairs]
         expected = [1 / (1 + math.exp(-gap / temperature)) for gap in gaps]
         observed = sum(w.score > lo.score for _, w, lo in picked.pairs) / len(gaps)
         standard_error = math.sqrt(sum(p * (1 - p) for p in expected)) / len(gaps)
         assert abs(observed - sum(expected) / len(gaps)) <= 3 * standard_error
         assert picked.flipped == round((1 - observed) * len(gaps))
-    noiseless = _pick_pairs(prompts, scored, PairSettings(k=8, mode="top-bottom"), 1.0)
+    noiseless = pick_pairs(prompts, scored, PairSettings(k=8, mode="top-bottom"), 1.0)
     assert noiseless.flipped == 0
 
 

@@ -133,3 +133,27 @@ def grid(
     with Image.open(path) as image:
         width, height = image.size
     console.print(f"written: {path} ({width}x{height} px)", soft_wrap=True)
+
+
+@micro_app.command("check")
+def check(
+    seed: int = typer.Option(0, help="Seed of the fresh renders, prompts and samples (the same seed, the same card)."),
+    n: int = typer.Option(64, help="Renders per style, and prompts per split for the base's samples."),
+    model: str | None = typer.Option(None, help="A style-trained model (run folder or name): adds the style "
+                                     "probe's agreement with the judge and its ceiling on its images."),
+    style: str | None = typer.Option(None, help="The micro style --model was taught; default: its run record's."),
+    as_json: bool = typer.Option(False, "--json", help="Print the card as JSON instead of markdown."),
+) -> None:
+    """The micro world's quality card: what its VAE keeps per style, how recognisable and how obedient its base
+    is, how much better micro-pickapic's winners are than the base, the style probe against the judge, build
+    times. Measured from fresh seeded renders and samples; every value but wall_seconds repeats for a seed."""
+    import json
+
+    from rpo_bench.workflows.micro_check import card_markdown, micro_check
+
+    card = micro_check(seed=seed, n=n, model=model, style=style)
+    if as_json:
+        print(json.dumps(card, indent=1, sort_keys=True))
+        return
+    for line in card_markdown(card).splitlines():
+        console.print(line, soft_wrap=True)

@@ -13,6 +13,13 @@ import torch.nn.functional as F
 
 from rpo_bench.core.progress import progress_bar
 from rpo_bench.micro.training_data import StyleMix, training_batch
+from rpo_bench.micro.vae_losses import (
+    PatchDiscriminator,
+    RandomFeatures,
+    discriminator_loss,
+    generator_loss,
+    perceptual_loss,
+)
 
 
 def build_micro_vae(latent_channels: int = 4, downsampling: int = 4):
@@ -27,25 +34,44 @@ def build_micro_vae(latent_channels: int = 4, downsampling: int = 4):
 
 def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_weight: float = 1e-6,
                     show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4,
-                    downsampling: int = 4):
+                    downsampling: int = 4, perceptual_weight: float = 0.0, adversarial_weight: float = 0.0,
+                    adversarial_start: float = 0.3):
     """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR.
-    `mix`, `latent_channels` and `downsampling` are the build's unless an experiment asks otherwise."""
+    `mix`, `latent_channels` and `downsampling` are the build's unless an experiment asks otherwise.
+    `perceptual_weight` and `adversarial_weight` add vae_losses' texture-keeping terms to pixel MSE; the
+    discriminator starts after `adversarial_start` of the steps, once reconstructions are roughly right (as SD's
+    `disc_start`), so that it sharpens a layout rather than inventing one."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 100)
     vae = build_micro_vae(latent_channels, downsampling)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    features = RandomFeatures() if perceptual_weight > 0 else None
+    discriminator = PatchDiscriminator() if adversarial_weight > 0 else None
+    if discriminator is not None:
+        d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.9), weight_decay=0.0)
+    first_adversarial = int(adversarial_start * steps)
     vae.train()
     with progress_bar("micro VAE", steps, show_progress) as advance:
-        for _ in range(steps):
+        for step in range(steps):
             images, _ = training_batch(rng, batch_size, split="all", mix=mix)
             posterior = vae.encode(images).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
             loss = F.mse_loss(reconstruction, images) + kl_weight * posterior.kl().mean()
+            if features is not None:
+                loss = loss + perceptual_weight * perceptual_loss(features, reconstruction, images)
+            adversarial = discriminator is not None and step >= first_adversarial
+            if adversarial:
+                loss = loss + adversarial_weight * generator_loss(discriminator.requires_grad_(False), reconstruction)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            if adversarial:
+                d_loss = discriminator_loss(discriminator.requires_grad_(True), images, reconstruction)
+                d_optimizer.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_optimizer.step()
             advance(1)
     vae.eval()
     with torch.no_grad():

@@ -210,7 +210,7 @@ def _make_pairs(model: str, prompts: str, metric: str, out_dir: Path, settings: 
                                                          report.version, prompt_texts, settings.k))
     finally:
         results.close()
-    picked = _pick_pairs(prompt_texts, scored, settings, 1.0 if judge.higher_is_better else -1.0)
+    picked = pick_pairs(prompt_texts, scored, settings, 1.0 if judge.higher_is_better else -1.0)
     if not picked.pairs:
         raise BadInputError(f"no pair has a {judge.key} score gap above margin {settings.margin} (largest gap: "
                             f"{picked.largest_gap:.4g}); lower --margin or raise --k")
@@ -243,7 +243,7 @@ class PickedPairs:
     largest_gap: float = 0.0
 
 
-def _pick_pairs(prompts: list[str], scored: dict[str, list[ScoredImage]], settings: PairSettings,
+def pick_pairs(prompts: list[str], scored: dict[str, list[ScoredImage]], settings: PairSettings,
                 sign: float) -> PickedPairs:
     picked = PickedPairs()
     for prompt in prompts:
