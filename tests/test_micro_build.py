@@ -7,13 +7,14 @@ import json
 import pytest
 
 from rpo_bench.micro.build import build_micro
+from rpo_bench.micro.world import LATEST
 
 TOY = dict(clip_steps=2, vae_steps=2, unet_steps=2, unet_pool=64, judge_steps=2, show_progress=False)
 
 
 @pytest.mark.slow
 def test_build_is_seeded_and_resumes_by_stage(tmp_path):
-    first = build_micro(tmp_path / "a", seed=3, **TOY)
+    first = build_micro(tmp_path / "a", seed=3, **TOY)  # the latest world's recipe
     second = build_micro(tmp_path / "b", seed=3, **TOY)
     assert first["sha256"] == second["sha256"]  # same seed, same bytes
     expected = {"judge.safetensors", "micro-clip/model.safetensors",
@@ -26,3 +27,24 @@ def test_build_is_seeded_and_resumes_by_stage(tmp_path):
     assert unet.stat().st_mtime_ns == mtime and again["sha256"] == first["sha256"]
     recorded = json.loads((tmp_path / "a" / "build.json").read_text())
     assert recorded["settings"]["unet_pool"] == 64 and "wall_seconds" in recorded["micro-base"]
+    assert recorded["world"] == LATEST and recorded["recipe"]["version"] == LATEST
+    assert len(recorded["micro-base"]["unet"]["loss_curve"]) == 2  # one point per window of max(steps // 20, 1)
+
+
+@pytest.mark.slow
+def test_world_versions_build_their_own_recipes(tmp_path):
+    """v2: 16x16 latents and a three-level UNet that still draws 32 px images; v1 rebuilds as it was; a folder
+    holding one world's stages refuses another world's build instead of mixing them."""
+    from diffusers import StableDiffusionPipeline
+
+    from rpo_bench.core.errors import BadInputError
+
+    build_micro(tmp_path / "v2", seed=1, world=2, **TOY)
+    build_micro(tmp_path / "v1", seed=1, world=1, **TOY)
+    for folder, latent_side in (("v2", 16), ("v1", 8)):
+        pipe = StableDiffusionPipeline.from_pretrained(tmp_path / folder / "micro-base", safety_checker=None)
+        assert pipe.unet.config.sample_size == latent_side
+        assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
+    assert json.loads((tmp_path / "v1" / "build.json").read_text())["recipe"]["vae_perceptual"] == 0.0
+    with pytest.raises(BadInputError, match="holds stages of world 2"):
+        build_micro(tmp_path / "v2", seed=1, world=1, **TOY)

@@ -17,9 +17,11 @@ micro_app = typer.Typer(help="The synthetic micro world: rebuild its models, bui
 def build(
     out: Path | None = typer.Option(None, help="Output folder; default: the package's shipped assets."),
     seed: int = typer.Option(0, help="Seed of every stage."),
-    clip_steps: int = typer.Option(1500, help="Micro CLIP training steps."),
-    vae_steps: int = typer.Option(800, help="VAE training steps."),
-    unet_steps: int = typer.Option(1200, help="Base UNet training steps."),
+    world: int = typer.Option(2, help="World version whose recipe to build: 2 (texture-keeping VAE, 16x16 latents, "
+                              "style-aware CLIP) or 1 (the first world); see rpo_bench/micro/world.py."),
+    clip_steps: int | None = typer.Option(None, help="Micro CLIP training steps; default: the world's recipe's."),
+    vae_steps: int | None = typer.Option(None, help="VAE training steps; default: the world's recipe's."),
+    unet_steps: int | None = typer.Option(None, help="Base UNet training steps; default: the world's recipe's."),
     judge_steps: int = typer.Option(3000, help="Judge CNN training steps (skipped when the judge exists)."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest for these small models)."),
 ) -> None:
@@ -27,7 +29,7 @@ def build(
     from rpo_bench.micro.build import ASSETS, build_micro
 
     report = build_micro(out or ASSETS, seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
-                         judge_steps=judge_steps, threads=threads)
+                         judge_steps=judge_steps, threads=threads, world=world)
     for name, sha in report.get("sha256", {}).items():
         console.print(f"{sha}  {name}")
 

@@ -1,7 +1,9 @@
 """`rpo-bench micro build`: retrain the micro world's models from scratch, seeded, stage by stage.
 
 Stages: judge -> micro CLIP -> VAE -> base UNet, assembled into `micro-base` (a StableDiffusionPipeline whose
-text encoder is the micro CLIP's frozen text tower). Each stage's output is written atomically and skipped
+text encoder is the micro CLIP's frozen text tower). What each stage trains is the world version's recipe
+(world.py); build.json records the version, so every number measured on the world can say which one it was.
+Each stage's output is written atomically and skipped
 when present, so an interrupted build resumes at the stage it was in. Weights are saved in fp16 (the shipped
 set must stay under 20 MB; most of it is the 49,408-token embedding) and load in fp32 for training.
 """
@@ -23,6 +25,7 @@ from rpo_bench.micro.clip_train import train_micro_clip
 from rpo_bench.micro.judge import train_judge
 from rpo_bench.micro.unet_train import SD_BETAS, train_micro_unet
 from rpo_bench.micro.vae_train import train_micro_vae
+from rpo_bench.micro.world import LATEST, world_recipe
 from rpo_bench.models.fingerprint import sha256_file
 from rpo_bench.models.tokenizer import clip_tokenizer, write_clip_tokenizer_files
 
@@ -78,9 +81,14 @@ def _check_build_settings(out: Path, *, seed: int, threads: int, **steps: int) -
             raise BadInputError(f"--{name.replace('_', '-')} {value}; accepted: an integer >= 1")
 
 
-def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_steps: int = 800,
-                unet_steps: int = 1200, unet_pool: int = 40000, judge_steps: int = 3000, threads: int = 1,
-                show_progress: bool = True) -> dict:
+def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None, vae_steps: int | None = None,
+                unet_steps: int | None = None, unet_pool: int = 40000, judge_steps: int = 3000, threads: int = 1,
+                show_progress: bool = True, world: int = LATEST) -> dict:
+    """Step counts left as None are the world's recipe's (rpo_bench/micro/world.py)."""
+    recipe = world_recipe(world)
+    clip_steps = recipe.clip_steps if clip_steps is None else clip_steps
+    vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
+    unet_steps = recipe.unet_steps if unet_steps is None else unet_steps
     _check_build_settings(out, seed=seed, threads=threads, clip_steps=clip_steps, vae_steps=vae_steps,
                           unet_steps=unet_steps, unet_pool=unet_pool, judge_steps=judge_steps)
     from transformers import CLIPModel  # noqa: PLC0415 - transformers loads in seconds: on first use
@@ -96,6 +104,11 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
     # build.json is written only when a stage runs: a rebuild that skips every stage must not claim settings
     # that no stage used.
     previous_settings = report.get("settings")
+    if report.get("world", 1) != world and any((out / name).exists() for name in ("micro-clip", "micro-base")):
+        raise BadInputError(f"--world {world}: {out} holds stages of world {report.get('world', 1)}; accepted: "
+                            "an empty --out, or the same --world to resume")
+    report["world"] = world
+    report["recipe"] = recipe.record()
     report["settings"] = dict(seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
                               unet_pool=unet_pool, judge_steps=judge_steps, torch_threads=torch.get_num_threads())
     ran = False
@@ -111,12 +124,12 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
 
     def clip_stage(tmp: Path) -> dict:
         # atomic: writes into the stage's temporary folder, which _stage renames as a whole
-        result = train_micro_clip(tmp, seed=seed, steps=clip_steps, show_progress=show_progress)
+        result = train_micro_clip(tmp, seed=seed, steps=clip_steps, show_progress=show_progress, mix=recipe.clip_mix)
         CLIPModel.from_pretrained(tmp).half().save_pretrained(tmp)
         _compact_tokenizer(tmp)
         return result
 
-    ran |= _stage(out, "micro-clip", report, clip_stage, dict(seed=seed, clip_steps=clip_steps))
+    ran |= _stage(out, "micro-clip", report, clip_stage, dict(seed=seed, clip_steps=clip_steps, world=world))
 
     def base_stage(tmp: Path) -> dict:
         # atomic: writes into the stage's temporary folder, which _stage renames as a whole
@@ -131,11 +144,18 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
         text_encoder.requires_grad_(False).eval()
         tokenizer = clip_tokenizer()
         began = time.perf_counter()
-        vae, vae_report = train_micro_vae(seed=seed, steps=vae_steps, show_progress=show_progress)
+        vae, vae_report = train_micro_vae(seed=seed, steps=vae_steps, show_progress=show_progress, mix=recipe.vae_mix,
+                                          downsampling=recipe.vae_downsampling,
+                                          perceptual_weight=recipe.vae_perceptual,
+                                          adversarial_weight=recipe.vae_adversarial)
         vae_report["wall_seconds"] = round(time.perf_counter() - began, 1)
         vae.requires_grad_(False)
+        began = time.perf_counter()
         unet, unet_report = train_micro_unet(vae, text_encoder, tokenizer, seed=seed, steps=unet_steps,
-                                             pool_size=unet_pool, show_progress=show_progress)
+                                             pool_size=unet_pool, show_progress=show_progress,
+                                             levels=recipe.unet_levels, ema_decay=recipe.unet_ema_decay,
+                                             curve_every=max(unet_steps // 20, 1))
+        unet_report["wall_seconds"] = round(time.perf_counter() - began, 1)
         scheduler = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -145,7 +165,7 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int = 1500, vae_s
         return {"vae": vae_report, "unet": unet_report}
 
     ran |= _stage(out, "micro-base", report, base_stage,
-                  dict(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, unet_pool=unet_pool))
+                  dict(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, unet_pool=unet_pool, world=world))
     report["sha256"] = {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*.safetensors"))}
     if ran:
         _write_report(report_path, report)

@@ -3,6 +3,11 @@
 The base model must follow ordinary prompts with plain renders and rarely drift into a style on its own, so
 that style alignment has room to show: most samples are plain, a few are styled with the style named in the
 prompt, and a very few are styled while the prompt does not say so (like the unlabeled style in web data).
+
+The micro CLIP (world v2) also sees partial and mixed styles: a render blended with the plain render of the same
+scene (or with another style's), captioned with how much of which style it has ("..., with a faint touch of
+pencil sketch", "..., half watercolor and half pixel art"), so that its image embedding carries the degree of a
+style, which a style probe must read on the partly stylised images a style-trained model draws.
 """
 
 from __future__ import annotations
@@ -20,6 +25,28 @@ from rpo_bench.micro.scenes import STYLES, sample_scenes, scene_prompt
 class StyleMix:
     styled_named: float = 0.08  # styled render, style named in the prompt
     styled_unnamed: float = 0.02  # styled render, plain prompt
+    partial: float = 0.0  # a partial or mixed style, its degree named in the prompt (the micro CLIP's mix)
+
+
+STYLE_WORDS = {"sketch": "pencil sketch", "vangogh": "van gogh", "pixel": "pixel art", "watercolor": "watercolor"}
+MIXED_SHARE = 0.3  # of the partial renders: two styles blended instead of one style and plain
+
+
+def degree_words(strength: float) -> str:
+    return "with a faint touch of" if strength < 0.4 else "half in" if strength < 0.7 else "mostly in"
+
+
+def _partial(scene, rng: np.random.Generator, styled: list[str]) -> tuple[list, list[float], str]:
+    """(the scenes to blend, their weights, the caption's style clause) of one partial or mixed render."""
+    first = styled[int(rng.integers(len(styled)))]
+    if rng.random() < MIXED_SHARE:
+        second = styled[int(rng.integers(len(styled) - 1))]
+        second = second if second != first else styled[-1]
+        return ([replace(scene, style=first), replace(scene, style=second)], [0.5, 0.5],
+                f"half {STYLE_WORDS[first]} and half {STYLE_WORDS[second]}")
+    strength = float(rng.uniform(0.15, 0.95))
+    return ([replace(scene, style="plain"), replace(scene, style=first)], [1 - strength, strength],
+            f"{degree_words(strength)} {STYLE_WORDS[first]}")
 
 
 def training_batch(rng: np.random.Generator, n: int, split: str = "train", mix: StyleMix = StyleMix(),
@@ -28,13 +55,22 @@ def training_batch(rng: np.random.Generator, n: int, split: str = "train", mix: 
     scenes = sample_scenes(rng, n, split=split, styles=("plain",))
     draws = rng.random(n)
     styled = [s for s in STYLES if s != "plain"]
-    prompts = []
+    prompts, blends = [], {}
+    whole = mix.styled_named + mix.styled_unnamed
     for i, scene in enumerate(scenes):
-        if draws[i] < mix.styled_named + mix.styled_unnamed:
+        if whole <= draws[i] < whole + mix.partial:
+            blended, weights, clause = _partial(scene, rng, styled)
+            blends[i] = (blended, weights)
+            prompts.append(f"{scene_prompt(scene)}, {clause}")
+            continue
+        if draws[i] < whole:
             scenes[i] = replace(scene, style=styled[int(rng.integers(len(styled)))])
         named = scenes[i] if draws[i] < mix.styled_named else replace(scenes[i], style="plain")
         prompts.append(scene_prompt(named))
-    seeds = rng.integers(0, 2**31, size=n).tolist() if jitter else None
+    seeds = rng.integers(0, 2**31, size=n).tolist() if jitter else [None] * n
     pixels = render_batch(scenes, seeds)
+    for i, (blended, weights) in blends.items():  # the same seed: the same geometry under both styles
+        layers = render_batch(blended, [seeds[i]] * len(blended)).astype(np.float32)
+        pixels[i] = np.clip(np.rint(np.tensordot(np.asarray(weights, dtype=np.float32), layers, axes=1)), 0, 255)
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return images, prompts

@@ -18,13 +18,19 @@ from rpo_bench.micro.training_data import training_batch
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
-def build_micro_unet(cross_attention_dim: int):
+def build_micro_unet(cross_attention_dim: int, levels: int = 2):
+    """levels 2 (world v1): 8x8 latents, attention at 8x8 and 4x4. levels 3 (world v2): 16x16 latents with an
+    attention-free top level, so attention still runs at 8x8 and 4x4 only (attention at 16x16 would cost 4x)."""
     from diffusers import UNet2DConditionModel  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
+    if levels not in (2, 3):
+        raise ValueError(f"micro UNet levels {levels}; accepted: 2 or 3")
+    top = () if levels == 2 else ("DownBlock2D",)
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=8 * 2 ** (levels - 2), in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64) if levels == 2 else (32, 64, 64),
+        down_block_types=(*top, "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", *(("UpBlock2D",) if top else ())),
         cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=32)
 
 
@@ -53,8 +59,10 @@ def latent_pool(vae, text_encoder, tokenizer, rng: np.random.Generator, size: in
 
 def train_micro_unet(vae, text_encoder, tokenizer, seed: int = 0, steps: int = 1500, batch_size: int = 128,
                      pool_size: int = 40000, caption_dropout: float = 0.1, ema_decay: float = 0.99,
-                     show_progress: bool = True):
-    """Epsilon-prediction DDPM training; returns the EMA UNet (0.99: a ~100-step window suits a few k steps)."""
+                     show_progress: bool = True, levels: int = 2, curve_every: int = 0):
+    """Epsilon-prediction DDPM training; returns the EMA UNet (world v1: 0.99, a ~100-step window for 1,200
+    steps; v2: 0.999 over 4,000) and a report; `curve_every` > 0 adds the learning curve: the mean loss of each
+    window of that many steps, to see where more steps stop paying."""
     from diffusers import DDPMScheduler  # noqa: PLC0415 - diffusers loads in seconds: on first use
 
     torch.manual_seed(seed)
@@ -62,14 +70,15 @@ def train_micro_unet(vae, text_encoder, tokenizer, seed: int = 0, steps: int = 1
     latents, prompt_ids, embeddings = latent_pool(vae, text_encoder, tokenizer, rng, pool_size, show_progress)
     empty = len(embeddings) - 1
     scheduler = DDPMScheduler(**SD_BETAS)
-    unet = build_micro_unet(text_encoder.config.hidden_size)
+    unet = build_micro_unet(text_encoder.config.hidden_size, levels)
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=1e-2)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-4, total_steps=steps, pct_start=0.03)
     generator = torch.Generator().manual_seed(seed)
     unet.train()
+    curve, window = [], []
     with progress_bar("micro UNet", steps, show_progress) as advance:
-        for _ in range(steps):
+        for step in range(steps):
             index = torch.randint(0, len(latents), (batch_size,), generator=generator)
             ids = prompt_ids[index].clone()
             ids[torch.rand(batch_size, generator=generator) < caption_dropout] = empty  # for classifier-free guidance
@@ -85,5 +94,10 @@ def train_micro_unet(vae, text_encoder, tokenizer, seed: int = 0, steps: int = 1
             with torch.no_grad():
                 for target, source in zip(ema.parameters(), unet.parameters(), strict=True):
                     target.lerp_(source, 1 - ema_decay)
+            window.append(loss.item())
+            if curve_every and (step + 1) % curve_every == 0:
+                curve.append([step + 1, round(sum(window) / len(window), 4)])
+                window = []
             advance(1)
-    return ema.eval(), {"final_loss": round(loss.item(), 4), "steps": steps, "pool": pool_size}
+    report = {"final_loss": round(loss.item(), 4), "steps": steps, "pool": pool_size}
+    return ema.eval(), report | ({"loss_curve": curve} if curve_every else {})
