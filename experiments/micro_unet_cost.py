@@ -1,7 +1,7 @@
 """What finer latents would cost the micro world: a micro UNet training step on 16x16 latents against today's 8x8.
 
-Two 16x16 designs: today's UNet as it is, and one with a third, attention-free level on top, so that attention
-still runs at 8x8 and 4x4 only. Steps are timed alternately, side by side, and the ratios printed.
+Three 16x16 designs: today's UNet as it is, one with a third, attention-free level on top, so that attention
+still runs at 8x8 and 4x4 only, and world v2's (the same with a wider middle level). Steps are timed alternately, side by side, and the ratios printed.
 
     python experiments/micro_unet_cost.py [--batch 32] [--rounds 5]
 """
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     designs = {"today's UNet, 8x8 latents": (build_micro_unet(64), 8),
                "today's UNet, 16x16 latents": (build_micro_unet(64), 16),
-               "three levels, 16x16 latents": (three_level_unet(64), 16)}
+               "three levels, 16x16 latents": (three_level_unet(64), 16),
+               "world v2's UNet (three levels, widths 32/64/64), 16x16": (build_micro_unet(64, levels=3), 16)}
     for unet, side in designs.values():
         step_seconds(unet, side, args.batch, steps=2)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in designs}

@@ -27,6 +27,7 @@ def test_build_is_seeded_and_resumes_by_stage(tmp_path):
     assert unet.stat().st_mtime_ns == mtime and again["sha256"] == first["sha256"]
     recorded = json.loads((tmp_path / "a" / "build.json").read_text())
     assert recorded["settings"]["unet_pool"] == 64 and "wall_seconds" in recorded["micro-base"]
+    assert "wall_seconds" in recorded["micro-vae"] and not (tmp_path / "a" / "micro-vae").exists()
     assert recorded["world"] == LATEST and recorded["recipe"]["version"] == LATEST
     assert len(recorded["micro-base"]["unet"]["loss_curve"]) == 2  # one point per window of max(steps // 20, 1)
 
@@ -48,3 +49,31 @@ def test_world_versions_build_their_own_recipes(tmp_path):
     assert json.loads((tmp_path / "v1" / "build.json").read_text())["recipe"]["vae_perceptual"] == 0.0
     with pytest.raises(BadInputError, match="holds stages of world 2"):
         build_micro(tmp_path / "v2", seed=1, world=1, **TOY)
+
+
+@pytest.mark.slow
+def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    """The VAE is its own stage: a build interrupted while the UNet trains keeps it and, rerun, ends with the
+    bytes of a build that never stopped."""
+    import rpo_bench.micro.build as build_module
+
+    whole = build_micro(tmp_path / "whole", seed=2, **TOY)
+    real = build_module.train_micro_unet
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "train_micro_unet", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_micro(tmp_path / "stopped", seed=2, **TOY)
+    assert (tmp_path / "stopped" / "micro-vae").is_dir() and not (tmp_path / "stopped" / "micro-base").exists()
+    vae = tmp_path / "stopped" / "micro-vae" / "diffusion_pytorch_model.safetensors"
+    mtime = vae.stat().st_mtime_ns
+
+    def after_the_kept_vae(*args, **kwargs):
+        assert vae.stat().st_mtime_ns == mtime  # the VAE stage was skipped, not retrained
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "train_micro_unet", after_the_kept_vae)
+    resumed = build_micro(tmp_path / "stopped", seed=2, **TOY)
+    assert resumed["sha256"] == whole["sha256"]

@@ -144,6 +144,8 @@ def check(
     model: str | None = typer.Option(None, help="A style-trained model (run folder or name): adds the style "
                                      "probe's agreement with the judge and its ceiling on its images."),
     style: str | None = typer.Option(None, help="The micro style --model was taught; default: its run record's."),
+    world_dir: Path | None = typer.Option(None, help="A world built with `micro build --out DIR`; default: the "
+                                          "shipped one."),
     as_json: bool = typer.Option(False, "--json", help="Print the card as JSON instead of markdown."),
 ) -> None:
     """The micro world's quality card: what its VAE keeps per style, how recognisable and how obedient its base
@@ -153,7 +155,7 @@ def check(
 
     from rpo_bench.workflows.micro_check import card_markdown, micro_check
 
-    card = micro_check(seed=seed, n=n, model=model, style=style)
+    card = micro_check(seed=seed, n=n, model=model, style=style, world_dir=world_dir)
     if as_json:
         print(json.dumps(card, indent=1, sort_keys=True))
         return

@@ -131,9 +131,22 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None
 
     ran |= _stage(out, "micro-clip", report, clip_stage, dict(seed=seed, clip_steps=clip_steps, world=world))
 
+    def vae_stage(tmp: Path) -> dict:
+        # atomic: writes into the stage's temporary folder, which _stage renames as a whole. Kept in fp32 until
+        # the base stage has encoded its latents with it, so that a resumed build makes the same bytes.
+        vae, vae_report = train_micro_vae(seed=seed, steps=vae_steps, show_progress=show_progress, mix=recipe.vae_mix,
+                                          downsampling=recipe.vae_downsampling,
+                                          perceptual_weight=recipe.vae_perceptual,
+                                          adversarial_weight=recipe.vae_adversarial)
+        vae.save_pretrained(tmp)
+        return vae_report
+
+    if not (out / "micro-base").exists():  # the finished base holds the VAE: its own stage folder is gone then
+        ran |= _stage(out, "micro-vae", report, vae_stage, dict(seed=seed, vae_steps=vae_steps, world=world))
+
     def base_stage(tmp: Path) -> dict:
         # atomic: writes into the stage's temporary folder, which _stage renames as a whole
-        from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
+        from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline  # noqa: PLC0415 - diffusers loads in seconds: on first use
         from transformers import CLIPTextModel  # noqa: PLC0415 - transformers loads in seconds: on first use
 
         clip = CLIPModel.from_pretrained(out / "micro-clip", dtype=torch.float32)
@@ -143,29 +156,23 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None
                                       for k in text_encoder.state_dict()})
         text_encoder.requires_grad_(False).eval()
         tokenizer = clip_tokenizer()
-        began = time.perf_counter()
-        vae, vae_report = train_micro_vae(seed=seed, steps=vae_steps, show_progress=show_progress, mix=recipe.vae_mix,
-                                          downsampling=recipe.vae_downsampling,
-                                          perceptual_weight=recipe.vae_perceptual,
-                                          adversarial_weight=recipe.vae_adversarial)
-        vae_report["wall_seconds"] = round(time.perf_counter() - began, 1)
-        vae.requires_grad_(False)
-        began = time.perf_counter()
+        vae = AutoencoderKL.from_pretrained(out / "micro-vae").eval().requires_grad_(False)
         unet, unet_report = train_micro_unet(vae, text_encoder, tokenizer, seed=seed, steps=unet_steps,
                                              pool_size=unet_pool, show_progress=show_progress,
                                              levels=recipe.unet_levels, ema_decay=recipe.unet_ema_decay,
                                              curve_every=max(unet_steps // 20, 1))
-        unet_report["wall_seconds"] = round(time.perf_counter() - began, 1)
         scheduler = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
         pipe.to(torch.float16).save_pretrained(tmp)
         _compact_tokenizer(tmp / "tokenizer")
-        return {"vae": vae_report, "unet": unet_report}
+        return {"unet": unet_report}
 
-    ran |= _stage(out, "micro-base", report, base_stage,
-                  dict(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, unet_pool=unet_pool, world=world))
+    if _stage(out, "micro-base", report, base_stage,
+              dict(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, unet_pool=unet_pool, world=world)):
+        ran = True
+        shutil.rmtree(out / "micro-vae")  # its weights live on in micro-base/vae
     report["sha256"] = {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*.safetensors"))}
     if ran:
         _write_report(report_path, report)

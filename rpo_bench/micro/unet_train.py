@@ -61,7 +61,7 @@ def train_micro_unet(vae, text_encoder, tokenizer, seed: int = 0, steps: int = 1
                      pool_size: int = 40000, caption_dropout: float = 0.1, ema_decay: float = 0.99,
                      show_progress: bool = True, levels: int = 2, curve_every: int = 0):
     """Epsilon-prediction DDPM training; returns the EMA UNet (world v1: 0.99, a ~100-step window for 1,200
-    steps; v2: 0.999 over 4,000) and a report; `curve_every` > 0 adds the learning curve: the mean loss of each
+    steps; v2: 0.999 over 3,000) and a report; `curve_every` > 0 adds the learning curve: the mean loss of each
     window of that many steps, to see where more steps stop paying."""
     from diffusers import DDPMScheduler  # noqa: PLC0415 - diffusers loads in seconds: on first use
 

@@ -46,7 +46,7 @@ WORLDS: dict[int, WorldRecipe] = {
                    vae_adversarial=0.0, unet_levels=2, unet_steps=1200, unet_ema_decay=0.99, clip_steps=1500,
                    clip_mix=StyleMix()),
     2: WorldRecipe(version=2, vae_downsampling=2, vae_steps=1200, vae_mix=StyleMix(styled_named=0.5),
-                   vae_perceptual=1.0, vae_adversarial=0.1, unet_levels=3, unet_steps=4000, unet_ema_decay=0.999,
+                   vae_perceptual=1.0, vae_adversarial=0.1, unet_levels=3, unet_steps=3000, unet_ema_decay=0.999,
                    clip_steps=2000, clip_mix=StyleMix(styled_named=0.3, partial=0.3)),
 }
 LATEST = max(WORLDS)

@@ -88,7 +88,7 @@ class _Sampler:
         from rpo_bench.models.loader import load_pipeline  # noqa: PLC0415 - loads diffusers: on first use
 
         self.spec = resolve_model(model)
-        self.protocol = PROTOCOLS.get(self.spec.protocol)
+        self.protocol = PROTOCOLS.get("micro")  # the world's benchmark protocol, also for a built folder's base
         self.pipe = load_pipeline(self.spec, "cpu", torch.float32)
         self.batch_size = batch_size
 
@@ -248,18 +248,18 @@ def build_card(assets: Path) -> dict[str, Any]:
     """Wall seconds per stage as the build recorded them (build.json), and the world's version."""
     path = assets / "build.json"
     report = json.loads(path.read_text()) if path.is_file() else {}
-    stages = {name: report[name]["wall_seconds"] for name in ("judge", "micro-clip", "micro-base")
+    stages = {name: report[name]["wall_seconds"] for name in ("judge", "micro-clip", "micro-vae", "micro-base")
               if isinstance(report.get(name), dict) and "wall_seconds" in report[name]}
     base = report.get("micro-base", {})
-    for part in ("vae", "unet"):
-        if isinstance(base.get(part), dict) and "wall_seconds" in base[part]:
-            stages[f"micro-base/{part}"] = base[part]["wall_seconds"]
+    if isinstance(base.get("vae"), dict) and "wall_seconds" in base["vae"]:  # world v1: the VAE inside micro-base
+        stages["micro-vae"] = base["vae"]["wall_seconds"]
     return {"world": report.get("world", 1), "wall_seconds": stages}
 
 
 def micro_check(seed: int = 0, n: int = 64, model: str | None = None, style: str | None = None,
-                base: str = "micro-base", show_progress: bool = True) -> dict[str, Any]:
-    """The card as a dict (see the module docstring); `model` adds `probe.<style>`."""
+                world_dir: Path | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """The card as a dict (see the module docstring); `model` adds `probe.<style>`; `world_dir` checks a world
+    built into another folder (`micro build --out`) instead of the shipped one, judged by the shipped judge."""
     if n < 10:
         raise BadInputError(f"micro check --n {n}; accepted: an integer >= 10 (the probe's ceiling needs two "
                             "prompts in each of five folds)")
@@ -269,10 +269,16 @@ def micro_check(seed: int = 0, n: int = 64, model: str | None = None, style: str
     from rpo_bench.micro.judge import MicroJudge  # noqa: PLC0415 - loads torch: on first use
 
     style = style or (_trained_style(model) if model else None)
+    folder = Path(world_dir) if world_dir is not None else ASSETS
+    if not (folder / "micro-base" / "model_index.json").is_file():
+        raise BadInputError(f"micro check --world-dir {folder}: no built micro-base in it; accepted: a folder "
+                            "written by `rpo-bench micro build --out`")
     began = time.perf_counter()
     judge = MicroJudge.load()
+    base = "micro-base" if world_dir is None else str(folder / "micro-base")
     sampler = _Sampler(base)
-    card: dict[str, Any] = {"seed": seed, "n": n, "model": base, "build": build_card(ASSETS)}
+    card: dict[str, Any] = {"seed": seed, "n": n, "model": "micro-base" if world_dir is None else folder.name,
+                            "build": build_card(folder)}
     card["vae"] = vae_card(sampler.pipe.vae, judge, n, seed)
     per_style = max(n // len(STYLED), 2)
     room_prompts = max(int(n * ROOM_PROMPTS_SHARE), 2)
