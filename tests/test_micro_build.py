@@ -47,6 +47,21 @@ def test_world_versions_build_their_own_recipes(tmp_path):
         assert pipe.unet.config.sample_size == latent_side
         assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
     assert json.loads((tmp_path / "v1" / "build.json").read_text())["recipe"]["vae_perceptual"] == 0.0
+    # every evaluation names the world its models belong to, so two worlds' numbers are never read as one
+    from rpo_bench.cli import main
+    from rpo_bench.evaluation.store import ResultsStore
+    from rpo_bench.models.catalog import resolve_model
+
+    assert resolve_model(str(tmp_path / "v2" / "micro-base")).micro_world == 2
+    assert resolve_model(str(tmp_path / "v1" / "micro-base")).micro_world == 1
+    assert resolve_model("tiny-sd15").micro_world is None
+    (tmp_path / "one.txt").write_text("a large red circle in the center, gray background\n", encoding="utf-8")
+    store = tmp_path / "r.sqlite"
+    assert main(["evaluate", "--models", str(tmp_path / "v2" / "micro-base"), "--prompts", str(tmp_path / "one.txt"),
+                 "--metrics", "micro-oracle", "--protocol", "micro", "--store", str(store)]) == 0
+    with ResultsStore(store) as results:
+        runs = results.runs()
+    assert [model["micro_world"] for model in json.loads(runs[0].config)["models"]] == [2]
     with pytest.raises(BadInputError, match="holds stages of world 2"):
         build_micro(tmp_path / "v2", seed=1, world=1, **TOY)
 

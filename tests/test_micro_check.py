@@ -45,11 +45,11 @@ def card_and_json(tmp_path_factory, session_home):
         finally:
             STYLE_REGISTRY.reset_plugins()
     assert result.exit_code == 0, result.output
-    return direct, json.loads(result.stdout[result.stdout.index("{"):])
+    return direct, json.loads(result.stdout[result.stdout.index("{"):]), run
 
 
 def test_card_has_the_documented_keys_and_plausible_values(card_and_json):
-    card, _ = card_and_json
+    card = card_and_json[0]
     for style in STYLES:
         assert 0.0 <= card["vae"][style]["style"] <= 1.0
         assert card["vae"][style]["render_style"] > 0.9  # the judge reads fresh renders: the check's own floor
@@ -67,7 +67,7 @@ def test_card_has_the_documented_keys_and_plausible_values(card_and_json):
 
 
 def test_same_seed_same_card(card_and_json):
-    direct, from_cli = card_and_json
+    direct, from_cli, _ = card_and_json
     direct, from_cli = dict(direct), dict(from_cli)
     direct.pop("wall_seconds"), from_cli.pop("wall_seconds"), from_cli.pop("probe")
     assert json.loads(json.dumps(direct)) == from_cli  # --model adds the probe and changes nothing else
@@ -107,3 +107,10 @@ def test_model_without_a_recorded_style_needs_style(tmp_path, capsys):
     assert main(["micro", "check", "--n", str(N), "--model", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "no style recorded for it" in err and "Traceback" not in err
+
+
+def test_a_trained_run_records_the_world_of_its_base(card_and_json):
+    from rpo_bench.models.catalog import resolve_model
+
+    record = json.loads((card_and_json[2] / "rpo_bench.json").read_text())
+    assert record["micro_world"] == resolve_model("micro-base").micro_world == card_and_json[0]["build"]["world"]

@@ -108,7 +108,9 @@ def _run_id(config: EvaluateConfig, plans: list[_ModelPlan], prompt_set: PromptS
             dtype_name: str) -> tuple[str, dict]:
     run_config = {
         "models": [{"name": p.spec.name, "spec": p.spec.to_dict(), "fingerprint": p.fingerprint,
-                    "protocol": p.protocol.settings(p.spec.family)} for p in plans],
+                    "protocol": p.protocol.settings(p.spec.family),
+                    **({"micro_world": p.spec.micro_world} if p.spec.micro_world is not None else {})}
+                   for p in plans],
         "prompt_set": {"name": prompt_set.name, "fingerprint": prompt_set.fingerprint, "size": len(prompt_set.prompts)},
         "seeds": list(config.seeds),
         "metrics": list(config.metrics),

@@ -72,6 +72,21 @@ class ModelSpec:
     def is_local(self) -> bool:
         return is_local_location(self.location)
 
+    @property
+    def micro_world(self) -> int | None:
+        """The micro world version the base belongs to (build.json beside a micro build's micro-base, which
+        `rpo-bench micro build` writes; world 1's has no version), None for every other model. Recorded with
+        every run and result, so that numbers from two worlds are never read as one."""
+        if self.tiny or not self.is_local:
+            return None
+        build = Path(self.location).expanduser().parent / "build.json"
+        if not build.is_file():
+            return None
+        try:
+            return int(json.loads(build.read_text(encoding="utf-8")).get("world", 1))
+        except (ValueError, TypeError, AttributeError):
+            return None  # not a micro build's record: no world to name
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
 

@@ -103,6 +103,7 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
         "method_title": trainer.method.title,
         "base_model": trainer.spec.to_dict(),
         "base_fingerprint": trainer.base_fingerprint,
+        "micro_world": trainer.spec.micro_world,
         "protocol": trainer.spec.protocol,
         "data": {"source": _absolute_if_local(trainer.data.source), "fingerprint": trainer.data.fingerprint,
                  **trainer.data.stats},

@@ -385,7 +385,8 @@ def _run_locked(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     record = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()
                          if k != "show_progress"},
               "rows": rows_to_json(rows),
-              "metrics": {metric: rows_to_json(metric_rows) for metric, metric_rows in tables.items()}}
+              "metrics": {metric: rows_to_json(metric_rows) for metric, metric_rows in tables.items()},
+              "micro_world": resolve_model(BASE).micro_world}
     if config.style:
         agreement = probe_agreement(result.tables, f"style-prob:{config.style}", config.metric)
         record["probe_agreement"] = agreement

@@ -260,7 +260,8 @@ def render_readme(spec: LeaderboardSpec, command: str, comparison: dict, compari
              "can amplify.", "",
              f"Training seeds {', '.join(map(str, config['train_seeds']))}; evaluation seeds "
              f"{', '.join(map(str, config['eval_seeds']))} on {config['prompts']} ({config['category'] or 'all'} "
-             f"prompts); preset {config['preset']}; every method the same budget.", "",
+             f"prompts); preset {config['preset']}; every method the same budget; micro world "
+             f"v{comparison.get('micro_world') or 1}.", "",
              "## What the numbers say", "", *verdict_lines(comparison), "",
              "![each method's difference from micro-base, with 95% intervals](differences.png)", "",
              "## Methods (each mean over the training seeds; paired by prompt and evaluation seed)", "",
