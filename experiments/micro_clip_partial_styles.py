@@ -55,15 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("clip-v2"), help="where the trained CLIP is kept")
     parser.add_argument("--steps", type=int, default=WORLDS[2].clip_steps)
     parser.add_argument("--n", type=int, default=400, help="partly styled renders per style")
+    parser.add_argument("--partial", type=float, default=WORLDS[2].clip_mix.partial,
+                        help="share of partial and mixed renders in the CLIP's mix")
     args = parser.parse_args(argv)
     from transformers import CLIPModel
 
     torch.set_num_threads(1)
     if not (args.out / "config.json").is_file():
-        print(train_micro_clip(args.out, steps=args.steps, mix=WORLDS[2].clip_mix))
+        print(train_micro_clip(args.out, steps=args.steps, mix=replace(WORLDS[2].clip_mix, partial=args.partial)))
     judge = MicroJudge.load()
+    trained = f"v2 mix ({args.partial:.0%} partial), {args.steps} steps"
     clips = {"world v1's CLIP (shipped)": CLIPModel.from_pretrained(SHIPPED_CLIP, dtype=torch.float32).eval(),
-             f"v2 mix, {args.steps} steps": CLIPModel.from_pretrained(args.out, dtype=torch.float32).eval()}
+             trained: CLIPModel.from_pretrained(args.out, dtype=torch.float32).eval()}
     styled = [s for s in STYLES if s != "plain"]
     print("| CLIP | " + " | ".join(styled) + " |")
     print("|---|" + "---|" * len(styled))

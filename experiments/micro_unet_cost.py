@@ -1,7 +1,8 @@
 """What finer latents would cost the micro world: a micro UNet training step on 16x16 latents against today's 8x8.
 
 Three 16x16 designs: today's UNet as it is, one with a third, attention-free level on top, so that attention
-still runs at 8x8 and 4x4 only, and world v2's (the same with a wider middle level). Steps are timed alternately, side by side, and the ratios printed.
+still runs at 8x8 and 4x4 only, and world v2's (the same with a wider middle level). Steps are timed alternately,
+side by side, and the ratios printed.
 
     python experiments/micro_unet_cost.py [--batch 32] [--rounds 5]
 """

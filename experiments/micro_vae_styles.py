@@ -2,7 +2,8 @@
 
 What any UNet trained on a VAE's latents can reach is bounded by how the judge reads that VAE's reconstructions.
 This trains VAE variants (latent channels x share of styled renders in the training mix) and prints, for each and
-for micro-base's own VAE, the judge's mean probability of the rendered style on reconstructions of fresh renders.
+for micro-base's own VAE, the judge's mean probability of the rendered style on reconstructions of fresh renders,
+then the lowest content accuracy per style (`micro check`'s vae card).
 
     python experiments/micro_vae_styles.py --channels 4,8,16 --styled 0.5 --steps 800 --out vae-variants
 
@@ -23,6 +24,7 @@ from rpo_bench.micro.render import render_batch
 from rpo_bench.micro.scenes import STYLES, sample_scenes
 from rpo_bench.micro.training_data import StyleMix
 from rpo_bench.micro.vae_train import build_micro_vae, train_micro_vae
+from rpo_bench.workflows.micro_check import vae_card
 
 BASE_VAE = Path(__file__).resolve().parents[1] / "rpo_bench" / "micro" / "assets" / "micro-base"
 
@@ -42,12 +44,20 @@ def reconstruction_table(vae, judge: MicroJudge, renders_per_style: int, seed: i
     return row
 
 
+def content_table(vae, judge: MicroJudge, renders_per_style: int, seed: int = 5) -> dict[str, str]:
+    """Style -> the lowest content accuracy over the attributes on reconstructions, and which attribute."""
+    card = vae_card(vae, judge, renders_per_style, seed)
+    return {style: "{1:.3f} ({0})".format(*min(card[style]["content"].items(), key=lambda kv: kv[1]))
+            for style in STYLES}
+
+
 def variant(out: Path, channels: int, styled: float, steps: int, downsampling: int = 4, perceptual: float = 0.0,
-            adversarial: float = 0.0):
+            adversarial: float = 0.0, lowpass: float = 0.0):
     from safetensors.torch import load_file, save_file
 
     finer = "" if downsampling == 4 else f"-down{downsampling}"
     losses = "" if perceptual == adversarial == 0 else f"-perc{perceptual}-adv{adversarial}"
+    losses += f"-lowpass{lowpass}" if lowpass else ""
     path = out / f"vae-c{channels}{finer}-styled{styled}-steps{steps}{losses}.safetensors"
     vae = build_micro_vae(channels, downsampling)
     if path.is_file():
@@ -55,7 +65,7 @@ def variant(out: Path, channels: int, styled: float, steps: int, downsampling: i
     else:
         mix = StyleMix(styled_named=styled, styled_unnamed=StyleMix().styled_unnamed)
         vae, _ = train_micro_vae(steps=steps, mix=mix, latent_channels=channels, downsampling=downsampling,
-                                 perceptual_weight=perceptual, adversarial_weight=adversarial)
+                                 perceptual_weight=perceptual, adversarial_weight=adversarial, lowpass_weight=lowpass)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path)
     return vae.eval()
@@ -71,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--perceptual", type=float, default=0.0,
                         help="weight of the random-feature perceptual loss (rpo_bench/micro/vae_losses.py)")
     parser.add_argument("--adversarial", type=float, default=0.0, help="weight of the patch discriminator's loss")
+    parser.add_argument("--lowpass", type=float, default=0.0, help="weight of MSE on 4x4-pooled images")
     parser.add_argument("--renders", type=int, default=128, help="renders per style to reconstruct")
     parser.add_argument("--out", type=Path, default=Path("vae-variants"), help="where trained variants are kept")
     args = parser.parse_args(argv)
@@ -78,20 +89,28 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     judge = MicroJudge.load()
-    rows = {"micro-base's VAE": reconstruction_table(
-        AutoencoderKL.from_pretrained(BASE_VAE, subfolder="vae").float().eval(), judge, args.renders)}
+    shipped = AutoencoderKL.from_pretrained(BASE_VAE, subfolder="vae").float().eval()
+    rows = {"micro-base's VAE": reconstruction_table(shipped, judge, args.renders)}
+    content = {"micro-base's VAE": content_table(shipped, judge, args.renders)}
     for channels in (int(c) for c in args.channels.split(",")):
         vae = variant(args.out, channels, args.styled, args.steps, args.downsampling, args.perceptual,
-                      args.adversarial)
+                      args.adversarial, args.lowpass)
         side = 32 // args.downsampling
         losses = "" if args.perceptual == args.adversarial == 0 else (
             f", perceptual {args.perceptual:g}, adversarial {args.adversarial:g}")
+        losses += f", low-pass {args.lowpass:g}" if args.lowpass else ""
         name = f"{side}x{side}x{channels} latents, {args.styled:.0%} styled, {args.steps} steps{losses}"
         rows[name] = reconstruction_table(vae, judge, args.renders)
+        content[name] = content_table(vae, judge, args.renders)
     print("| VAE | " + " | ".join(STYLES) + " |")
     print("|---|" + "---|" * len(STYLES))
     for name, row in rows.items():
         print(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in STYLES) + " |")
+    print("\nLowest content accuracy on reconstructions (attribute):\n")
+    print("| VAE | " + " | ".join(STYLES) + " |")
+    print("|---|" + "---|" * len(STYLES))
+    for name, row in content.items():
+        print(f"| {name} | " + " | ".join(row[s] for s in STYLES) + " |")
 
 
 if __name__ == "__main__":

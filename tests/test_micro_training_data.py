@@ -9,12 +9,12 @@ import numpy as np
 
 from rpo_bench.micro.render import render_batch
 from rpo_bench.micro.scenes import Scene
-from rpo_bench.micro.training_data import STYLE_WORDS, StyleMix, training_batch
+from rpo_bench.micro.training_data import DEGREES, STYLE_WORDS, StyleMix, training_batch
 
 
 def test_partial_renders_blend_the_same_scene_and_say_so():
     images, prompts = training_batch(np.random.default_rng(0), 200, mix=StyleMix(styled_named=0.2, partial=0.5))
-    partial = [i for i, p in enumerate(prompts) if any(f"{d} " in p for d in ("touch of", "half in", "mostly in"))]
+    partial = [i for i, p in enumerate(prompts) if any(f"{d} " in p for _, d in DEGREES)]
     mixed = [i for i, p in enumerate(prompts) if " and half " in p]
     assert 50 < len(partial) < 120 and 10 < len(mixed) < 60  # about 70% and 30% of half the renders
     assert all(any(words in prompts[i] for words in STYLE_WORDS.values()) for i in partial + mixed)

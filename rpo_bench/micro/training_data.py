@@ -32,8 +32,12 @@ STYLE_WORDS = {"sketch": "pencil sketch", "vangogh": "van gogh", "pixel": "pixel
 MIXED_SHARE = 0.3  # of the partial renders: two styles blended instead of one style and plain
 
 
+DEGREES = ((0.4, "with a faint touch of"), (0.7, "half in"), (1.01, "mostly in"))
+
+
 def degree_words(strength: float) -> str:
-    return "with a faint touch of" if strength < 0.4 else "half in" if strength < 0.7 else "mostly in"
+    """Three steps of how much of a style a render has (five steps measured no better: docs/micro-world.md)."""
+    return next(words for bound, words in DEGREES if strength < bound)
 
 
 def _partial(scene, rng: np.random.Generator, styled: list[str]) -> tuple[list, list[float], str]:
