@@ -152,10 +152,13 @@ def check(
     is, how much better micro-pickapic's winners are than the base, the style probe against the judge, build
     times. Measured from fresh seeded renders and samples; every value but wall_seconds repeats for a seed."""
     import json
+    import sys
 
     from rpo_bench.workflows.micro_check import card_markdown, micro_check
 
-    card = micro_check(seed=seed, n=n, model=model, style=style, world_dir=world_dir)
+    # --json keeps stdout to the card: plain progress lines, meant for logs, would break a pipe into a JSON reader
+    card = micro_check(seed=seed, n=n, model=model, style=style, world_dir=world_dir,
+                       show_progress=not as_json or sys.stdout.isatty())
     if as_json:
         print(json.dumps(card, indent=1, sort_keys=True))
         return
