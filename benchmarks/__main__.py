@@ -92,6 +92,12 @@ BENCHMARKS = (
                "cuda": ["--prompts", "24", "--train-steps", "20", "--rounds", "30", "--threads", "0"],
                "cuda-quick": ["--prompts", "8", "--train-steps", "6", "--rounds", "10", "--threads", "0"]},
               {"cpu": 480, "cpu-quick": 180, "cuda": 180, "cuda-quick": 120}),
+    Benchmark("micro-world", "bench_micro_world.py",
+              "world v2 vs v1: UNet training step time and sampling img/s side by side; build time per stage; "
+              "`micro check --n 64` wall time", "micro check / 5 minutes <= 1",
+              {"cpu": ["--rounds", "5"], "cpu-quick": ["--rounds", "2", "--batch", "32", "--skip-check"],
+               "cuda": ["--rounds", "5", "--threads", "0"], "cuda-quick": ["--rounds", "2", "--skip-check"]},
+              {"cpu": 900, "cpu-quick": 240, "cuda": 600, "cuda-quick": 180}),
     Benchmark("style", "bench_style.py",
               "`train --style micro-sketch` + `evaluate --style micro-sketch` wall time, default budget, fresh home; "
               "style probe fit time", "train + evaluate / 10 minutes <= 1",

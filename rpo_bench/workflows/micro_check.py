@@ -253,6 +253,8 @@ def build_card(assets: Path) -> dict[str, Any]:
     base = report.get("micro-base", {})
     if isinstance(base.get("vae"), dict) and "wall_seconds" in base["vae"]:  # world v1: the VAE inside micro-base
         stages["micro-vae"] = base["vae"]["wall_seconds"]
+        if "micro-base" in stages:  # the base stage's own share: the UNet's data and training, as in v2
+            stages["micro-base"] = round(stages["micro-base"] - stages["micro-vae"], 1)
     return {"world": report.get("world", 1), "wall_seconds": stages}
 
 
