@@ -37,7 +37,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
-from benchmarks.common import add_common_options, positive, row, run_script  # noqa: E402
+from benchmarks.common import add_common_options, positive, row, run_script, unet_step_seconds  # noqa: E402
 from rpo_bench.micro.build import ASSETS  # noqa: E402
 from rpo_bench.micro.world import WORLDS  # noqa: E402
 
@@ -49,20 +49,6 @@ def unet_for(world: int):
 
     torch.manual_seed(0)
     return build_micro_unet(64, levels=WORLDS[world].unet_levels)
-
-
-def step_seconds(unet, batch: int, steps: int = 2) -> float:
-    side = unet.config.sample_size
-    optimizer = torch.optim.AdamW(unet.parameters(), 1e-4)
-    latents, context = torch.randn(batch, 4, side, side), torch.randn(batch, 77, 64)
-    timesteps = torch.randint(0, 1000, (batch,))
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = unet(latents, timesteps, context).sample.pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - started) / steps
 
 
 def pipeline_for(world: int):
@@ -125,7 +111,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     silence_library_progress()
     print(f"home: {HOME}  torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpus {os.cpu_count()}")
     rows = []
-    steps = alternate(lambda unet: step_seconds(unet, batch), {"v1": unet_for(1), "v2": unet_for(2)}, rounds)
+    unets = {"v1": unet_for(1), "v2": unet_for(2)}
+    steps = alternate(lambda unet: unet_step_seconds(unet, unet.config.sample_size, batch), unets, rounds)
     medians = {name: statistics.median(values) for name, values in steps.items()}
     ratio = medians["v2"] / medians["v1"]
     print(f"UNet training step, batch {batch}: v1 {medians['v1']:.3f} s, v2 {medians['v2']:.3f} s, v2 / v1 {ratio:.2f}")

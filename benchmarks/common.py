@@ -328,3 +328,22 @@ def checkout_before(ref: str, where: Path) -> tuple[Path | None, str, object]:
 
     atexit.register(remove)  # also on an error; runs before the home's removal (atexit: last in, first out)
     return where, commit.stdout.strip(), remove
+
+
+def unet_step_seconds(unet, side: int, batch: int, steps: int = 2, context_dim: int = 64) -> float:
+    """Seconds per training step (forward, backward, AdamW) of a UNet2DConditionModel on random latents of
+    side x side and a random 77-token context: what a step costs does not depend on the weights or the data."""
+    import time
+
+    import torch
+
+    optimizer = torch.optim.AdamW(unet.parameters(), 1e-4)
+    latents, context = torch.randn(batch, 4, side, side), torch.randn(batch, 77, context_dim)
+    timesteps = torch.randint(0, 1000, (batch,))
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss = unet(latents, timesteps, context).sample.pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - started) / steps

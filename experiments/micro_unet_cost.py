@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from rpo_bench.micro.unet_train import build_micro_unet
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks.common` when run as a file
+from benchmarks.common import unet_step_seconds  # noqa: E402
+from rpo_bench.micro.unet_train import build_micro_unet  # noqa: E402
 
 
 def three_level_unet(cross_attention_dim: int):
@@ -26,19 +29,6 @@ def three_level_unet(cross_attention_dim: int):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=32)
-
-
-def step_seconds(unet, side: int, batch: int, steps: int = 5) -> float:
-    optimizer = torch.optim.AdamW(unet.parameters(), 1e-4)
-    latents, context = torch.randn(batch, 4, side, side), torch.randn(batch, 77, 64)
-    timesteps = torch.randint(0, 1000, (batch,))
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = unet(latents, timesteps, context).sample.pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - started) / steps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
                "three levels, 16x16 latents": (three_level_unet(64), 16),
                "world v2's UNet (three levels, widths 32/64/64), 16x16": (build_micro_unet(64, levels=3), 16)}
     for unet, side in designs.values():
-        step_seconds(unet, side, args.batch, steps=2)  # warm-up
+        unet_step_seconds(unet, side, args.batch, steps=2)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in designs}
     for _ in range(args.rounds):
         for name, (unet, side) in designs.items():
-            times[name].append(step_seconds(unet, side, args.batch))
+            times[name].append(unet_step_seconds(unet, side, args.batch, steps=5))
     base = statistics.median(times["today's UNet, 8x8 latents"])
     print(f"| design (batch {args.batch}, one thread) | parameters | s per training step | ratio to today's |")
     print("|---|---|---|---|")
