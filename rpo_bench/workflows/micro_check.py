@@ -127,18 +127,16 @@ def _recognisable(judge, images: np.ndarray) -> dict[str, float]:
             for a in CONTENT_ATTRIBUTES}
 
 
-def base_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> tuple[dict[str, Any], dict]:
+def base_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> dict[str, Any]:
     """micro-oracle per attribute on micro-train and micro-test prompts, recognisability, and the style
     probability per style when the prompt asks for it and when it does not."""
     rng = np.random.default_rng([seed, 2])
     card: dict[str, Any] = {"micro_oracle": {}}
-    drawn: dict[str, Any] = {}
     everything = []
     for split in ("micro-train", "micro-test"):
         prompts = _split_prompts(split, n, rng)
         images = sampler.draw(prompts, rng.integers(0, 2**31, size=len(prompts)).tolist(), advance)
         card["micro_oracle"][split] = _oracle(judge, images, prompts)
-        drawn[split] = images
         everything.append(images)
     plain = np.concatenate(everything)
     recognisable = _recognisable(judge, plain)
@@ -152,7 +150,7 @@ def base_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> tuple[dic
                              rng.integers(0, 2**31, size=len(contents)).tolist(), advance)
         card["style"][style] = {"asked": round(float(np.mean(judge.style_probability(asked, style))), 4),
                                 "unasked": round(float(np.mean(judge.style_probability(plain, style))), 4)}
-    return card, drawn
+    return card
 
 
 def room_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> dict[str, Any]:
@@ -188,6 +186,7 @@ def room_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> dict[str,
             "oracle_losers_mean": mean(lo.report for _, _, lo in picked.pairs),
             "oracle_base_mean": mean(image.report for image in everything)}
     card["winners_minus_base"] = round(card["winners_mean"] - card["base_mean"], 4)
+    card["oracle_winners_minus_base"] = round(card["oracle_winners_mean"] - card["oracle_base_mean"], 4)
     return card
 
 
@@ -286,7 +285,7 @@ def micro_check(seed: int = 0, n: int = 64, model: str | None = None, style: str
     room_prompts = max(int(n * ROOM_PROMPTS_SHARE), 2)
     total = 2 * n + per_style * len(STYLED) + room_prompts * 12 + (4 * n if model else 0)
     with progress_bar("micro check: sampling", total, show_progress) as advance:
-        card["base"], _ = base_card(sampler, judge, n, seed, advance)
+        card["base"] = base_card(sampler, judge, n, seed, advance)
         card["room"] = room_card(sampler, judge, n, seed, advance)
         if model:
             probe = probe_card(model, style, sampler, judge, 2 * n, seed, advance)
