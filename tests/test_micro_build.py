@@ -62,6 +62,15 @@ def test_world_versions_build_their_own_recipes(tmp_path):
     with ResultsStore(store) as results:
         runs = results.runs()
     assert [model["micro_world"] for model in json.loads(runs[0].config)["models"]] == [2]
+    # the world's picture, drawn by the built base instead of the shipped one
+    from PIL import Image
+
+    from rpo_bench.workflows.world_grid import write_micro_world_grid
+
+    grid = write_micro_world_grid(tmp_path / "grid.png", prompts=1, model=str(tmp_path / "v2" / "micro-base"),
+                                  store=store, image_cache=tmp_path / "cache", show_progress=False)
+    with Image.open(grid) as picture:
+        assert picture.size[0] > 10 * 32  # one row: five styles, each a render beside the built base's image
     with pytest.raises(BadInputError, match="holds stages of world 2"):
         build_micro(tmp_path / "v2", seed=1, world=1, **TOY)
 

@@ -124,6 +124,8 @@ def grid(
     out: Path = typer.Option(Path("micro-world-grid.png"), help="PNG to write (its folder is created)."),
     prompts: int = typer.Option(5, help="Rows: the first N held-out (unseen) micro-test prompts."),
     seed: int = typer.Option(0, help="Seed of the renders and of micro-base's images."),
+    model: str = typer.Option("micro-base", help="The base drawn beside the renders: micro-base, or a world built "
+                              "with `micro build --out DIR` (DIR/micro-base)."),
 ) -> None:
     """A picture of the micro world: for held-out prompts, every style as rendered beside micro-base's image of
     the prompt worded for that style (generated through evaluate into the default store and image cache)."""
@@ -131,7 +133,7 @@ def grid(
 
     from rpo_bench.workflows.world_grid import write_micro_world_grid
 
-    path = write_micro_world_grid(out, prompts=prompts, seed=seed)
+    path = write_micro_world_grid(out, prompts=prompts, seed=seed, model=model)
     with Image.open(path) as image:
         width, height = image.size
     console.print(f"written: {path} ({width}x{height} px)", soft_wrap=True)

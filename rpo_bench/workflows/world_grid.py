@@ -21,6 +21,7 @@ from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 from rpo_bench.evaluation.prompts import load_prompt_set
 from rpo_bench.micro.render import render
 from rpo_bench.micro.scenes import CONTENT_ATTRIBUTES, STYLE_TEMPLATES, STYLES, Scene, parse_prompt
+from rpo_bench.models.catalog import resolve_model
 from rpo_bench.reporting.grids import check_png_path, image_grid, open_store_and_cache, save_png, stored_images
 
 PROMPT_SET = "micro-test"
@@ -56,10 +57,10 @@ def style_prompts(content: str) -> list[str]:
     return [STYLE_TEMPLATES[style].format(content) for style in STYLES]
 
 
-def column_labels() -> list[str]:
+def column_labels(model: str = MODEL) -> list[str]:
     labels = []
     for style in STYLES:
-        labels += [f"render: {style}", f"{MODEL}: {STYLE_TEMPLATES[style].format('<prompt>')}"]
+        labels += [f"render: {style}", f"{model}: {STYLE_TEMPLATES[style].format('<prompt>')}"]
     return labels
 
 
@@ -75,14 +76,15 @@ def _prompt_file(prompts: list[str]) -> Path:
     return path
 
 
-def _generate(prompts: list[str], seed: int, store: Path, image_cache: Path, show_progress: bool) -> None:
-    evaluate(EvaluateConfig(models=(MODEL,), prompts=str(_prompt_file(prompts)), metrics=(), seeds=(seed,),
+def _generate(model: str, prompts: list[str], seed: int, store: Path, image_cache: Path, show_progress: bool) -> None:
+    evaluate(EvaluateConfig(models=(model,), prompts=str(_prompt_file(prompts)), metrics=(), seeds=(seed,),
                             protocol=PROTOCOL, store=store, image_cache=image_cache, show_progress=show_progress))
 
 
 def micro_world_grid(prompts: int = 5, seed: int = 0, *, store: Path | None = None, image_cache: Path | None = None,
-                     show_progress: bool = True) -> Image.Image:
-    """The picture (see the module docstring); `store` and `image_cache` default to evaluate's."""
+                     show_progress: bool = True, model: str = MODEL) -> Image.Image:
+    """The picture (see the module docstring); `store` and `image_cache` default to evaluate's; `model` another
+    micro base (a world built with `micro build --out DIR`: DIR/micro-base)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise BadInputError(f"--seed {seed}; accepted: an integer from 0 to {MAX_SEED}")
     contents = held_out_prompts(prompts)
@@ -90,10 +92,10 @@ def micro_world_grid(prompts: int = 5, seed: int = 0, *, store: Path | None = No
     store = store or default_store_path()
     image_cache = image_cache or default_image_cache()
     worded = [prompt for content in contents for prompt in style_prompts(content)]
-    _generate(worded, seed, store, image_cache, show_progress)
+    _generate(model, worded, seed, store, image_cache, show_progress)
     results, cache = open_store_and_cache(store, image_cache)
     try:
-        generated = stored_images(results, cache, MODEL, PROTOCOL, worded, seed)
+        generated = stored_images(results, cache, resolve_model(model).name, PROTOCOL, worded, seed)
     finally:
         results.close()
         cache.close()
@@ -102,9 +104,10 @@ def micro_world_grid(prompts: int = 5, seed: int = 0, *, store: Path | None = No
         cells.append([])
         for column, style in enumerate(STYLES):
             cells[-1] += [render(replace(scene, style=style), seed=seed), generated[row * len(STYLES) + column]]
-    title = (f"The micro world: held-out {PROMPT_SET} prompts, seed {seed}: each style rendered, and {MODEL}'s "
+    label = Path(model).parent.name if "/" in model else model  # a built world: its folder's name
+    title = (f"The micro world: held-out {PROMPT_SET} prompts, seed {seed}: each style rendered, and {label}'s "
              f"image ({PROTOCOL} protocol) when the prompt asks for it")
-    return image_grid(cells, contents, column_labels(), title=title)
+    return image_grid(cells, contents, column_labels(label), title=title)
 
 
 def write_micro_world_grid(out: str | Path, prompts: int = 5, seed: int = 0, **options) -> Path:
