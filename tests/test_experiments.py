@@ -10,13 +10,16 @@ from rpo_bench.micro.scenes import STYLES
 
 def test_vae_styles_prints_a_row_per_vae_with_a_probability_per_style(tmp_path, capsys):
     vae_styles(["--channels", "8", "--steps", "1", "--renders", "2", "--out", str(tmp_path)])
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]  # not progress lines
-    assert lines[0] == "| VAE | " + " | ".join(STYLES) + " |"
-    names = [line.split(" | ")[0] for line in lines[2:]]
-    assert names == ["| micro-base's VAE", "| 8x8x8 latents, 50% styled, 1 steps"]
-    for line in lines[2:]:
-        values = [float(v) for v in line.strip(" |").split(" | ")[1:]]
-        assert len(values) == len(STYLES) and all(0 <= v <= 1 for v in values)
+    out = capsys.readouterr().out
+    style_table, content_table = out.split("Lowest content accuracy")
+    for table in (style_table, content_table):
+        lines = [line for line in table.splitlines() if line.startswith("|")]  # not progress lines
+        assert lines[0] == "| VAE | " + " | ".join(STYLES) + " |"
+        names = [line.split(" | ")[0] for line in lines[2:]]
+        assert names == ["| micro-base's VAE", "| 8x8x8 latents, 50% styled, 1 steps"]
+        for line in lines[2:]:  # style: a probability; content: the lowest accuracy and its attribute
+            values = [float(v.split(" (")[0]) for v in line.strip(" |").split(" | ")[1:]]
+            assert len(values) == len(STYLES) and all(0 <= v <= 1 for v in values)
     assert (tmp_path / "vae-c8-styled0.5-steps1.safetensors").is_file()  # kept, and reused by the next run
 
 
@@ -37,5 +40,6 @@ def test_unet_cost_prints_each_design_with_its_ratio(capsys):
     unet_cost(["--batch", "2", "--rounds", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]  # not the header
     assert [row.split(" | ")[0] for row in rows] == [
-        "| today's UNet, 8x8 latents", "| today's UNet, 16x16 latents", "| three levels, 16x16 latents"]
+        "| today's UNet, 8x8 latents", "| today's UNet, 16x16 latents", "| three levels, 16x16 latents",
+        "| world v2's UNet (three levels, widths 32/64/64), 16x16"]
     assert rows[0].endswith("| 1.00 |")

@@ -355,7 +355,7 @@ def test_micro_build_that_rebuilds_nothing_leaves_build_json_alone(tmp_path):
         (tmp_path / stage).mkdir()
     recorded = json.dumps({"settings": {"seed": 0, "clip_steps": 1500}, "micro-clip": {"final_loss": 0.3}})
     (tmp_path / "build.json").write_text(recorded)
-    report = build_micro(tmp_path, seed=5, clip_steps=7, show_progress=False)
+    report = build_micro(tmp_path, seed=5, clip_steps=7, show_progress=False, world=1)  # the record's world
     assert (tmp_path / "build.json").read_text() == recorded
     assert report["settings"] == {"seed": 0, "clip_steps": 1500}  # what the files were built with
 
