@@ -34,26 +34,28 @@ def test_build_is_seeded_and_resumes_by_stage(tmp_path):
 
 @pytest.mark.slow
 def test_world_versions_build_their_own_recipes(tmp_path):
-    """v2: 16x16 latents and a three-level UNet that still draws 32 px images; v1 rebuilds as it was; a folder
-    holding one world's stages refuses another world's build instead of mixing them."""
+    """v2: 16x16 latents and a three-level UNet that still draws 32 px images; a folder holding one world's stages
+    refuses another world's build instead of mixing them (v1's architecture is the shipped micro-base's)."""
     from diffusers import StableDiffusionPipeline
 
     from rpo_bench.core.errors import BadInputError
+    from rpo_bench.micro.world import world_recipe
 
     build_micro(tmp_path / "v2", seed=1, world=2, **TOY)
-    build_micro(tmp_path / "v1", seed=1, world=1, **TOY)
-    for folder, latent_side in (("v2", 16), ("v1", 8)):
-        pipe = StableDiffusionPipeline.from_pretrained(tmp_path / folder / "micro-base", safety_checker=None)
-        assert pipe.unet.config.sample_size == latent_side
-        assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
-    assert json.loads((tmp_path / "v1" / "build.json").read_text())["recipe"]["vae_perceptual"] == 0.0
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "v2" / "micro-base", safety_checker=None)
+    assert pipe.unet.config.sample_size == 16 and pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
+    assert json.loads((tmp_path / "v2" / "build.json").read_text())["recipe"] == world_recipe(2).record()
+    assert world_recipe(1).vae_downsampling == 4 and world_recipe(1).vae_perceptual == 0.0
+    with pytest.raises(BadInputError, match="holds stages of world 2"):
+        build_micro(tmp_path / "v2", seed=1, world=1, **TOY)
+    with pytest.raises(BadInputError, match="--world 3; accepted: 1, 2"):
+        build_micro(tmp_path / "v3", world=3, **TOY)
     # every evaluation names the world its models belong to, so two worlds' numbers are never read as one
     from rpo_bench.cli import main
     from rpo_bench.evaluation.store import ResultsStore
     from rpo_bench.models.catalog import resolve_model
 
     assert resolve_model(str(tmp_path / "v2" / "micro-base")).micro_world == 2
-    assert resolve_model(str(tmp_path / "v1" / "micro-base")).micro_world == 1
     assert resolve_model("tiny-sd15").micro_world is None
     (tmp_path / "one.txt").write_text("a large red circle in the center, gray background\n", encoding="utf-8")
     store = tmp_path / "r.sqlite"
