@@ -48,6 +48,8 @@ def test_world_versions_build_their_own_recipes(tmp_path):
     assert world_recipe(1).vae_downsampling == 4 and world_recipe(1).vae_perceptual == 0.0
     with pytest.raises(BadInputError, match="holds stages of world 2"):
         build_micro(tmp_path / "v2", seed=1, world=1, **TOY)
+    again = build_micro(tmp_path / "v2", seed=1, **TOY)  # no --world: the folder's own world, nothing rebuilt
+    assert again["sha256"] == json.loads((tmp_path / "v2" / "build.json").read_text())["sha256"]
     with pytest.raises(BadInputError, match="--world 3; accepted: 1, 2"):
         build_micro(tmp_path / "v3", world=3, **TOY)
     # every evaluation names the world its models belong to, so two worlds' numbers are never read as one

@@ -17,8 +17,9 @@ micro_app = typer.Typer(help="The synthetic micro world: rebuild its models, bui
 def build(
     out: Path | None = typer.Option(None, help="Output folder; default: the package's shipped assets."),
     seed: int = typer.Option(0, help="Seed of every stage."),
-    world: int = typer.Option(2, help="World version whose recipe to build: 2 (texture-keeping VAE, 16x16 latents, "
-                              "style-aware CLIP) or 1 (the first world); see rpo_bench/micro/world.py."),
+    world: int | None = typer.Option(None, help="World version whose recipe to build: 2 (texture-keeping VAE, 16x16 "
+                                     "latents, style-aware CLIP) or 1 (the first world); see rpo_bench/micro/world.py. "
+                                     "Default: the world already in --out, else 2."),
     clip_steps: int | None = typer.Option(None, help="Micro CLIP training steps; default: the world's recipe's."),
     vae_steps: int | None = typer.Option(None, help="VAE training steps; default: the world's recipe's."),
     unet_steps: int | None = typer.Option(None, help="Base UNet training steps; default: the world's recipe's."),

@@ -81,10 +81,21 @@ def _check_build_settings(out: Path, *, seed: int, threads: int, **steps: int) -
             raise BadInputError(f"--{name.replace('_', '-')} {value}; accepted: an integer >= 1")
 
 
+def _world_of(out: Path) -> int:
+    """The world whose stages `out` holds (build.json; the first world's has no version), else the latest."""
+    path = Path(out) / "build.json"
+    if not any((Path(out) / name).exists() for name in ("micro-clip", "micro-vae", "micro-base")):
+        return LATEST
+    return int(json.loads(path.read_text()).get("world", 1)) if path.is_file() else 1
+
+
 def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None, vae_steps: int | None = None,
                 unet_steps: int | None = None, unet_pool: int = 40000, judge_steps: int = 3000, threads: int = 1,
-                show_progress: bool = True, world: int = LATEST) -> dict:
-    """Step counts left as None are the world's recipe's (rpo_bench/micro/world.py)."""
+                show_progress: bool = True, world: int | None = None) -> dict:
+    """Step counts left as None are the world's recipe's (rpo_bench/micro/world.py). `world` None: the world of
+    the stages already in `out` (so a plain rerun resumes or completes it), the latest for an empty folder."""
+    if world is None:
+        world = _world_of(out)
     recipe = world_recipe(world)
     clip_steps = recipe.clip_steps if clip_steps is None else clip_steps
     vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
