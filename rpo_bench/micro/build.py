@@ -3,9 +3,9 @@
 Stages: judge -> micro CLIP -> VAE -> base UNet, assembled into `micro-base` (a StableDiffusionPipeline whose
 text encoder is the micro CLIP's frozen text tower). What each stage trains is the world version's recipe
 (world.py); build.json records the version, so every number measured on the world can say which one it was.
-Each stage's output is written atomically and skipped
-when present, so an interrupted build resumes at the stage it was in. Weights are saved in fp16 (the shipped
-set must stay under 20 MB; most of it is the 49,408-token embedding) and load in fp32 for training.
+Each stage's output is written atomically and skipped when present, so an interrupted build resumes at the stage
+it was in. Weights are saved in fp16 (the shipped set must stay small; most of it is the 49,408-token embedding)
+and load in fp32 for training.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from rpo_bench.models.fingerprint import sha256_file
 from rpo_bench.models.tokenizer import clip_tokenizer, write_clip_tokenizer_files
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+STAGES = ("micro-clip", "micro-vae", "micro-base")  # a world's stage folders (micro-vae until the base is built)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -84,7 +85,7 @@ def _check_build_settings(out: Path, *, seed: int, threads: int, **steps: int) -
 def _world_of(out: Path) -> int:
     """The world whose stages `out` holds (build.json; the first world's has no version), else the latest."""
     path = Path(out) / "build.json"
-    if not any((Path(out) / name).exists() for name in ("micro-clip", "micro-vae", "micro-base")):
+    if not any((Path(out) / name).exists() for name in STAGES):
         return LATEST
     return int(json.loads(path.read_text()).get("world", 1)) if path.is_file() else 1
 
@@ -115,7 +116,7 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None
     # build.json is written only when a stage runs: a rebuild that skips every stage must not claim settings
     # that no stage used.
     previous_settings = report.get("settings")
-    if report.get("world", 1) != world and any((out / name).exists() for name in ("micro-clip", "micro-base")):
+    if report.get("world", 1) != world and any((out / name).exists() for name in STAGES):
         raise BadInputError(f"--world {world}: {out} holds stages of world {report.get('world', 1)}; accepted: "
                             "an empty --out, or the same --world to resume")
     report["world"] = world
