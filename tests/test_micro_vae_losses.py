@@ -65,3 +65,21 @@ def test_train_micro_vae_with_texture_losses_is_seeded():
                             adversarial_weight=0.1, adversarial_start=0.0, lowpass_weight=1.0)[0] for _ in range(2)]
     a, b = (np.concatenate([p.detach().numpy().ravel() for p in vae.parameters()]) for vae in runs)
     assert np.array_equal(a, b)
+
+
+def test_chroma_loss_sees_a_hue_shift_and_ignores_brightness():
+    """The term that holds a sketch's colour name: red hatching turned orange costs, a lighter image does not
+    (I and Q are blind to grey), and neither does swapping two pixels inside one pooled 2x2 cell."""
+    from rpo_bench.micro.vae_losses import chroma_loss
+
+    red = torch.tensor([220, 40, 40]) / 127.5 - 1
+    orange = torch.tensor([250, 130, 20]) / 127.5 - 1
+    images = red.view(1, 3, 1, 1).expand(2, 3, 8, 8).clone()
+    assert chroma_loss(images, images).item() == 0.0
+    assert chroma_loss(images + 0.2, images).item() < 1e-10
+    assert chroma_loss(orange.view(1, 3, 1, 1).expand(2, 3, 8, 8), images).item() > 1e-3
+    striped = images.clone()
+    striped[:, :, 0::2, 0::2] = 1.0  # paper in one pixel of every 2x2 cell
+    swapped = images.clone()
+    swapped[:, :, 1::2, 1::2] = 1.0  # the same paper in another pixel of the cell: the stroke's phase moved
+    assert chroma_loss(swapped, striped).item() < 1e-10

@@ -90,3 +90,18 @@ def discriminator_loss(discriminator: PatchDiscriminator, real: torch.Tensor, fa
 
 def generator_loss(discriminator: PatchDiscriminator, fake: torch.Tensor) -> torch.Tensor:
     return -discriminator(fake).mean()
+
+
+# RGB -> the two chroma axes of YIQ (I: orange-blue, Q: purple-green); luma is left to the other losses.
+_CHROMA = torch.tensor([[0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def chroma_loss(reconstruction: torch.Tensor, images: torch.Tensor, pool: int = 2) -> torch.Tensor:
+    """MSE between the chroma (YIQ's I and Q) of pool x pool averaged images. A sketch's colour lives in a few
+    hatched pixels whose mean chroma is small: red and orange hatching differ by about 15 levels of green. The
+    perceptual and adversarial terms accept a hatch of the wrong hue as well as the right one, and pixel MSE
+    weighs that shift like any other error, so reconstructions drifted to the neighbouring colour name; this
+    term asks for the local mean hue alone, whatever the stroke phase."""
+    matrix = _CHROMA.to(images)
+    pooled = [torch.einsum("ij,njhw->nihw", matrix, F.avg_pool2d(x, pool)) for x in (reconstruction, images)]
+    return F.mse_loss(*pooled)

@@ -16,6 +16,7 @@ from rpo_bench.micro.training_data import StyleMix, training_batch
 from rpo_bench.micro.vae_losses import (
     PatchDiscriminator,
     RandomFeatures,
+    chroma_loss,
     discriminator_loss,
     generator_loss,
     perceptual_loss,
@@ -35,14 +36,16 @@ def build_micro_vae(latent_channels: int = 4, downsampling: int = 4):
 def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_weight: float = 1e-6,
                     show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4,
                     downsampling: int = 4, perceptual_weight: float = 0.0, adversarial_weight: float = 0.0,
-                    adversarial_start: float = 0.3, lowpass_weight: float = 0.0):
+                    adversarial_start: float = 0.3, lowpass_weight: float = 0.0,
+                    chroma_weight: float = 0.0):
     """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR.
     `mix`, `latent_channels` and `downsampling` are the build's unless an experiment asks otherwise.
     `perceptual_weight` and `adversarial_weight` add vae_losses' texture-keeping terms to pixel MSE; the
     discriminator starts after `adversarial_start` of the steps, once reconstructions are roughly right (as SD's
     `disc_start`), so that it sharpens a layout rather than inventing one. `lowpass_weight` adds MSE between 4x4
     average-pooled images: it holds each region's mean colour (what the judge's hue reading uses) without asking
-    for the stroke phase that pixel MSE would average away."""
+    for the stroke phase that pixel MSE would average away. `chroma_weight` adds vae_losses.chroma_loss: the local
+    mean hue, which decides a sketch's colour name."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 100)
     vae = build_micro_vae(latent_channels, downsampling)
@@ -64,6 +67,8 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
                 loss = loss + perceptual_weight * perceptual_loss(features, reconstruction, images)
             if lowpass_weight:
                 loss = loss + lowpass_weight * F.mse_loss(F.avg_pool2d(reconstruction, 4), F.avg_pool2d(images, 4))
+            if chroma_weight:
+                loss = loss + chroma_weight * chroma_loss(reconstruction, images)
             adversarial = discriminator is not None and step >= first_adversarial
             if adversarial:
                 loss = loss + adversarial_weight * generator_loss(discriminator.requires_grad_(False), reconstruction)
