@@ -127,6 +127,19 @@ def _recognisable(judge, images: np.ndarray) -> dict[str, float]:
             for a in CONTENT_ATTRIBUTES}
 
 
+# Rows of a 32x32 image that every render leaves as background (no object reaches them in any plain render of
+# 500 sampled scenes): whatever varies there is the model's texture, not content.
+BACKGROUND_ROWS = 4
+
+
+def background_noise(images: np.ndarray) -> float:
+    """Mean standard deviation (in 8-bit levels) of the top and bottom background bands: 0 for a render of a
+    plain scene, a few levels for a slightly grainy model, more for a decoder that paints texture everywhere
+    (which the judge, trained on degraded renders, reads straight through: `recognisable` cannot see it)."""
+    bands = np.concatenate([images[:, :BACKGROUND_ROWS], images[:, -BACKGROUND_ROWS:]], axis=1).astype(np.float64)
+    return round(float(bands.reshape(len(images), -1, bands.shape[-1]).std(axis=1).mean()), 3)
+
+
 def base_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> dict[str, Any]:
     """micro-oracle per attribute on micro-train and micro-test prompts, recognisability, and the style
     probability per style when the prompt asks for it and when it does not."""
@@ -142,6 +155,7 @@ def base_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> dict[str,
     recognisable = _recognisable(judge, plain)
     card["recognisable"] = min(recognisable.values())
     card["recognisable_by_attribute"] = recognisable
+    card["background_noise"] = background_noise(plain)
     card["style"] = {}
     per_style = max(n // len(STYLED), 2)
     contents = _split_prompts("micro-train", per_style, rng)
@@ -309,7 +323,9 @@ def card_markdown(card: dict[str, Any]) -> str:
               for s in STYLES]
     base = card["base"]
     lines += ["", f"Base recognisable (lowest attribute): {base['recognisable']:.3f} "
-              f"({_cells(base['recognisable_by_attribute'])})"]
+              f"({_cells(base['recognisable_by_attribute'])})",
+              f"Base background noise: {base['background_noise']:.2f} levels (std of the top and bottom "
+              f"{BACKGROUND_ROWS} rows on plain prompts; a plain render's: 0)"]
     lines += [f"Base micro-oracle on {split}: {_cells(row)}" for split, row in base["micro_oracle"].items()]
     lines += ["Base style probability asked / unasked: "
               + "; ".join(f"{s} {v['asked']:.3f} / {v['unasked']:.3f}" for s, v in base["style"].items())]
