@@ -205,7 +205,8 @@ def test_cli_writes_every_format(store, tmp_path, capsys):
     assert main(["report", "--store", str(store), "--html", "--out", str(tmp_path / "r.html"),
                  "--image-cache", str(store.parent / "images")]) == 0
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and 'alt="image grid: ' in page  # the cached images, drawn
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<td class="image"><img src="data:image/png;base64,' in page  # the cached images, in the grid table
 
 
 def test_labels_rename_models_in_every_format_with_the_same_numbers(store, tmp_path, capsys):
@@ -215,7 +216,9 @@ def test_labels_rename_models_in_every_format_with_the_same_numbers(store, tmp_p
     assert main(["report", "--store", str(store), "--label", "tiny-sd15=base", "--label", "tiny-sd15-alt=alt",
                  "--baseline", "tiny-sd15"]) == 0
     labelled = capsys.readouterr().out
-    assert "tiny-sd15" not in labelled.split("- reproduce:")[0]  # nowhere before the reproducing command
+    body, provenance = labelled.split("## Provenance")
+    assert "tiny-sd15" not in body  # only the provenance names the store's own names
+    assert "- model base is `tiny-sd15` in the store" in provenance
     header = _sections(plain)[0]
     for store_name, label in (("tiny-sd15", "base"), ("tiny-sd15-alt", "alt")):
         assert _table_rows(labelled, header)[label][1:] == _table_rows(plain, header)[store_name][1:]
@@ -227,7 +230,8 @@ def test_labels_rename_models_in_every_format_with_the_same_numbers(store, tmp_p
     assert {s["model"] for samples in exported["samples"].values() for s in samples} == {"tiny-sd15", "alt"}
     assert main(["report", "--store", str(store), "--label", "tiny-sd15-alt=alt", "--html", "--out",
                  str(tmp_path / "r.html"), "--image-cache", str(store.parent / "images")]) == 0
-    assert 'alt="image grid: ' in (tmp_path / "r.html").read_text(encoding="utf-8")  # images found by store name
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<td class="image"><img src="data:image/png;base64,' in page  # images found by store name
 
 
 @pytest.mark.parametrize(("labels", "message"), [

@@ -20,7 +20,6 @@ from PIL import Image
 
 from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
 from rpo_bench.reporting.cells import mean_text
-from rpo_bench.reporting.grids import grid_size
 from rpo_bench.reporting.html import render_html
 from rpo_bench.reporting.markdown import render_markdown
 from rpo_bench.reporting.plots import BASELINE_COLOUR, interval_bars_png
@@ -62,28 +61,37 @@ def page(report, store) -> str:
 
 
 class _Page(HTMLParser):
-    """The tables (rows of cell texts, unescaped) and the <img> sources of a page."""
+    """The tables (rows of cell texts, unescaped) and the <img> sources of a page; the image grid's tables (class
+    "grid") apart from the results tables."""
 
     def __init__(self):
         super().__init__()
         self.tables: list[list[list[str]]] = []
+        self.grids: list[list[list[str]]] = []
         self.images: list[str] = []
+        self.grid_images: list[str] = []
+        self._table: list[list[str]] | None = None
         self._cell: list[str] | None = None
+        self._in_grid = False
 
     def handle_starttag(self, tag, attrs):
         if tag == "table":
-            self.tables.append([])
+            self._in_grid = "grid" in (dict(attrs).get("class") or "").split()
+            self._table = []
+            (self.grids if self._in_grid else self.tables).append(self._table)
         elif tag == "tr":
-            self.tables[-1].append([])
+            self._table.append([])
         elif tag in ("td", "th"):
             self._cell = []
         elif tag == "img":
-            self.images.append(dict(attrs)["src"])
+            (self.grid_images if self._in_grid else self.images).append(dict(attrs)["src"])
 
     def handle_endtag(self, tag):
         if tag in ("td", "th"):
-            self.tables[-1][-1].append("".join(self._cell))
+            self._table[-1].append("".join(self._cell))
             self._cell = None
+        elif tag == "table":
+            self._in_grid = False
 
     def handle_data(self, data):
         if self._cell is not None:
@@ -152,21 +160,25 @@ def test_reported_values_are_a_table_of_their_own(report, store):
 
 def test_the_page_is_self_contained_with_one_chart_per_table_and_the_image_grid(report, page):
     assert 'src="http' not in page and 'href="http' not in page and "<link" not in page and "url(" not in page
-    sources = _parse(page).images
-    assert sources and all(source.startswith(PNG_SRC) for source in sources)
-    images = _pngs(sources)
-    charts, grid = images[:-1], images[-1]
-    assert len(charts) == 3
-    for chart in charts:  # 6 x (0.4 x 2 models + 1) inches at 100 dpi
-        assert chart.size == (600, 180)
-    assert grid.size == grid_size(len(PROMPTS), len(MODELS), title=True)
-    assert len(_colours(grid)) > 50  # real pictures, not only gray "missing" cells
+    parsed = _parse(page)
+    assert parsed.images and all(source.startswith(PNG_SRC) for source in parsed.images + parsed.grid_images)
+    charts = _pngs(parsed.images)
+    assert len(charts) == 3  # one differences chart per table: all prompts, category seen, category unseen
+    for chart in charts:  # 6 x (0.4 x 1 compared model + 1.1) inches at 100 dpi
+        assert chart.size == (600, 150)
+    (grid,) = parsed.grids
+    assert grid[0] == ["prompt", MODELS[0], EVIL]  # every compared model, as text
+    assert [row[0] for row in grid[1:]] == [p for p, _c in PROMPTS]
+    cells = _pngs(parsed.grid_images)
+    assert len(cells) == len(PROMPTS) * len(MODELS)
+    assert all(len(_colours(cell)) > 20 for cell in cells)  # real pictures, not blank cells
 
 
 def test_without_cached_images_the_grid_section_says_so(report, tmp_path):
     page = render_html(report, image_cache=tmp_path / "no-cache")
     assert "no images are cached" in page
-    assert len(_parse(page).images) == 3  # the charts only
+    parsed = _parse(page)
+    assert len(parsed.images) == 3 and not parsed.grids  # the charts only
 
 
 def test_bar_chart_is_deterministic_and_marks_the_baseline(report):

@@ -1,10 +1,16 @@
 """`rpo-bench report --html`: the report of reporting.report as ONE self-contained HTML file, from the Jinja2
 template templates/report.html.j2 (autoescape on).
 
+The page leads with what was asked last: the comparison sections of the lead run (reporting.report orders them
+first), then an image grid of the compared models, then the other evaluations; sections that compare nothing are
+folded into a closed <details> appendix, so a store full of earlier single-model runs does not bury the comparison.
+
 Self-contained means the file alone shows everything, offline and forever: inline CSS, no script, no external URL,
-every picture (bar charts, the image grid) embedded as a data: PNG. The numbers are the markdown report's cells
-(the same helpers format them), so the two formats never disagree. Every text that comes from the store (model
-names, prompts, settings, versions, notes...) is HTML-escaped: a model may be named by anyone.
+every picture (charts, the grid's images) embedded as a data: PNG. The grid is an HTML table (an <img> per cell,
+the prompts and model names as text), so the page can be searched, copied from and read when zoomed. The numbers
+are the markdown report's cells (the same helpers format them), so the two formats never disagree. Every text
+that comes from the store (model names, prompts, settings, versions, notes...) is HTML-escaped: a model may be
+named by anyone.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from rpo_bench.evaluation.image_cache import ImageCache
 from rpo_bench.evaluation.store import ResultsStore
 from rpo_bench.evaluation.summary import SummaryRow
 from rpo_bench.reporting.cells import comparison_cells, mean_text, ranks, settings_text
-from rpo_bench.reporting.grids import image_grid, stored_images
-from rpo_bench.reporting.plots import interval_bars_png
+from rpo_bench.reporting.grids import stored_images
+from rpo_bench.reporting.plots import differences_png, interval_bars_png
 from rpo_bench.reporting.report import Report, Section, header_items
 from rpo_bench.reporting.style_section import style_comparisons, style_plot_png
 
 GRID_PROMPTS = 6  # rows of the image grid: enough to see a difference, small enough to keep the file light
+GRID_CELL = 96  # CSS pixels an image is shown at in the grid
+GRID_MAX_PIXELS = 256  # larger images (SD's 512 px) are embedded at this size: the page stays light
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 70em;
@@ -41,6 +49,15 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 tr.baseline td { background: #fff4e8; }
 code { background: #f3f3f3; padding: 0 .25em; word-break: break-all; }
 img { max-width: 100%; height: auto; display: block; margin: .5em 0; }
+p.lead { background: #eef2f7; padding: .4em .6em; border-left: 4px solid #4c78a8; }
+table.grid td, table.grid th { vertical-align: middle; }
+table.grid th.model { text-align: center; white-space: nowrap; }
+table.grid td.prompt { max-width: 16em; }
+table.grid td.image { padding: 2px; }
+table.grid img { width: 96px; height: 96px; object-fit: contain; margin: 0; }
+table.grid img.pixels { image-rendering: pixelated; }
+table.grid td.missing { width: 96px; height: 96px; background: #dedede; color: #6e6e6e; text-align: center; }
+details.appendix > summary { font-size: 1.25em; font-weight: bold; margin-top: 2em; cursor: pointer; }
 .muted { color: #666666; }
 footer { margin-top: 3em; font-size: .9em; border-top: 1px solid #cccccc; }
 """.strip()
@@ -61,7 +78,9 @@ def _template():
 
 # -- what the page shows ---------------------------------------------------------------------------------------
 def _table(label: str, rows: Sequence[SummaryRow], baseline: str | None, metric: str) -> dict:
-    """The markdown report's table (same cells, same helpers), with its bar chart."""
+    """The markdown report's table (same cells, same helpers), with its chart: each model's difference from the
+    baseline with its interval when the table compares models, the means with their intervals when it holds
+    several models without a comparison, none for one model alone (its table says all a single bar would)."""
     compared = baseline is not None
     header = ["model", "n", "mean [95% CI]", "rank"]
     if compared:
@@ -71,20 +90,28 @@ def _table(label: str, rows: Sequence[SummaryRow], baseline: str | None, metric:
              "cells": [row.samples if row.n else "0", mean_text(row), str(row_ranks.get(row.model, "-")),
                        *(comparison_cells(row) if compared else [])]} for row in rows]
     # the section heading names the version and protocol; the chart keeps to what tells its tables apart
-    chart = _png_img(interval_bars_png(rows, baseline, f"{metric} · {label}"),
-                     f"bar chart: each model's mean {metric} with its 95% interval ({label})")
+    if compared and len(rows) > 1:
+        chart = _png_img(differences_png(rows, baseline, f"{metric} · {label}: difference from {baseline}"),
+                         f"differences chart: each model's {metric} minus {baseline}'s with its 95% interval "
+                         f"({label})")
+    elif len(rows) > 1:
+        chart = _png_img(interval_bars_png(rows, None, f"{metric} · {label}"),
+                         f"bar chart: each model's mean {metric} with its 95% interval ({label})")
+    else:
+        chart = None
     return {"label": label, "header": header, "rows": body, "chart": chart}
 
 
 def _section(section: Section, report: Report) -> dict:
     g = section.group
-    tables = [_table("all prompts" if category is None else f"category {category}", rows, section.baseline,
-                     g.metric) for category, rows in section.tables()]
+    baseline = section.baseline if section.compared else None  # the markdown's columns: none for a model alone
+    tables = [_table("all prompts" if category is None else f"category {category}", rows, baseline, g.metric)
+              for category, rows in section.tables()]
     reported = [{"model": r.model, "value": f"{r.value:g}", "source": r.source} for r in section.reported]
     no_baseline = report.baseline if report.baseline is not None and section.baseline is None else None
     return {"title": section.title, "settings": settings_text(g.protocol_settings),
             "seeds": ", ".join(str(s) for s in g.seeds), "no_baseline": no_baseline, "tables": tables,
-            "reported": reported}
+            "reported": reported, "lead": section.lead}
 
 
 def _style_sections(report: Report) -> list[dict]:
@@ -105,6 +132,8 @@ def _provenance_items(report: Report) -> list:
     if info.versions:
         items.append("library versions recorded by the runs: " + ", ".join(
             f"{name} {' / '.join(v)}" for name, v in sorted(info.versions.items())))
+    items += [Markup("model <b>{}</b> is <code>{}</code> in the store").format(shown, name)
+              for name, shown in report.labels.items()]
     items.append(Markup("reproduce: <code>{}</code>").format(report.command))
     return items
 
@@ -114,52 +143,83 @@ def _escaped(text: object) -> Markup:
 
 
 def render_html(report: Report, image_cache: Path | None = None) -> str:
-    """The report as one self-contained HTML page: header, one section per group (tables and bar charts), notes,
-    an image grid of the first section (from `image_cache`, default the home's), provenance footer."""
+    """The report as one self-contained HTML page: header, the comparison sections (the lead run's first, with
+    their differences charts), an image grid of every compared model, style sections, notes, the sections that
+    compare nothing in a closed appendix, provenance footer."""
     if image_cache is None:
         image_cache = default_image_cache()
-    grid, caption = grid_png(report, Path(image_cache).expanduser())
+    grids, grid_note = grid_tables(report, Path(image_cache).expanduser())
     title = f"rpo-bench report: {report.store.name}"
     header = [Markup(item) for item in header_items(report, _escaped, lambda text: Markup("<code>{}</code>").format(
         text))]
+    main = [_section(s, report) for s in report.main_sections]
     return _template().render(
-        title=title, css=Markup(CSS), header=header, sections=[_section(s, report) for s in report.sections],
-        styles=_style_sections(report), notes=list(report.notes), provenance=_provenance_items(report),
-        grid=_png_img(grid, f"image grid: {caption}") if grid is not None else None, grid_caption=caption)
+        title=title, css=Markup(CSS), header=header, lead=report.lead_text(),
+        lead_sections=[s for s in main if s["lead"]], other_sections=[s for s in main if not s["lead"]],
+        appendix=[_section(s, report) for s in report.appendix], styles=_style_sections(report),
+        notes=list(report.notes), provenance=_provenance_items(report), grids=grids, grid_note=grid_note)
 
 
 # -- image grid ----------------------------------------------------------------------------------------------------
-def _grid_prompts(store, section: Section, limit: int) -> list[str]:
-    """The section's first `limit` prompts, in prompt-set order."""
-    g = section.group
-    return store.section_prompts(g.prompt_set_id, g.protocol_fingerprint, limit)
+def _cell_image(image, alt: str) -> Markup | None:
+    """One generated image as an embedded PNG, at most GRID_MAX_PIXELS on a side; small ones (the micro world's
+    32 px) are drawn as crisp pixel blocks at the cell's size instead of a blur."""
+    if image is None:
+        return None
+    image = image.convert("RGB")
+    if max(image.size) > GRID_MAX_PIXELS:
+        image.thumbnail((GRID_MAX_PIXELS, GRID_MAX_PIXELS))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    css = ' class="pixels"' if max(image.size) < GRID_CELL else ""
+    return Markup('<img src="data:image/png;base64,{}"{} alt="{}">').format(encoded, Markup(css), alt)
 
 
-def grid_png(report: Report, image_cache: Path, limit: int = GRID_PROMPTS) -> tuple[bytes | None, str]:
-    """(PNG, caption) of the first section's images: rows = its first prompts, columns = its models, all of its
-    first seed; (None, why) when there is nothing to show. Missing images are grids.py's gray cells."""
-    if not report.sections:
-        return None, "no scores in this store, so no images to show"
-    section = report.sections[0]
-    g = section.group
+def _grid_sections(report: Report) -> list[Section]:
+    """One section per grid: the first compared section, then the first of each later (prompt set, protocol) that
+    has a compared model no earlier grid shows, so that every compared model is in a grid once."""
+    shown: set[str] = set()
+    chosen = []
+    for section in report.main_sections:
+        if set(section.group.models) - shown:
+            chosen.append(section)
+            shown |= set(section.group.models)
+    return chosen
+
+
+def grid_tables(report: Report, image_cache: Path, limit: int = GRID_PROMPTS) -> tuple[list[dict], str]:
+    """The image grids of the page, each {caption, models, rows: [{prompt, cells}]} with a cell an <img> (None: an
+    image missing from the cache): rows = the section's first prompts, columns = its models, at its first seed.
+    With nothing to show: ([], why)."""
+    sections = _grid_sections(report)
+    if not sections:
+        if not report.sections:
+            return [], "no scores in this store, so no images to show"
+        return [], "no section compares models, so no grid (the appendix lists each model's scores)"
     if not image_cache.is_dir():
-        return None, f"no images are cached: image cache {image_cache} is not a folder"
+        return [], f"no images are cached: image cache {image_cache} is not a folder"
+    grids = []
     store, cache = ResultsStore(report.store, readonly=True), ImageCache(image_cache)
     try:
-        prompts = _grid_prompts(store, section, limit)
-        seed = g.seeds[0]
-        columns = [stored_images(store, cache, report.store_name(model), g.protocol, prompts, seed)
-                   for model in g.models]
+        for section in sections:
+            g = section.group
+            prompts = store.section_prompts(g.prompt_set_id, g.protocol_fingerprint, limit)
+            seed = g.seeds[0]
+            columns = [[_cell_image(image, f"{model}: {prompt}") for image, prompt in zip(
+                stored_images(store, cache, report.store_name(model), g.protocol, prompts, seed), prompts, strict=True)]
+                for model in g.models]
+            if not prompts or all(cell is None for column in columns for cell in column):
+                continue
+            caption = (f"prompt set {g.prompt_set}, protocol {g.protocol}, seed {seed}: the first {len(prompts)} "
+                       f"prompts (rows) x {len(g.models)} models (columns); a gray cell is an image missing from the "
+                       "cache")
+            grids.append({"caption": caption, "models": list(g.models),
+                          "rows": [{"prompt": prompt, "cells": [column[i] for column in columns]}
+                                   for i, prompt in enumerate(prompts)]})
     finally:
         store.close()
         cache.close()
-    if not prompts or all(image is None for column in columns for image in column):
-        return None, f"no images of this section are cached in {image_cache}"
-    cells = [[column[i] for column in columns] for i in range(len(prompts))]
-    # the caption names prompt set and protocol: a grid of few columns has room for a short title only
-    image = image_grid(cells, prompts, g.models, title=f"seed {seed}")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    caption = (f"prompt set {g.prompt_set}, protocol {g.protocol}, seed {seed}: the first {len(prompts)} prompts "
-               f"(rows) x {len(g.models)} models (columns); a gray cell is an image missing from the cache")
-    return buffer.getvalue(), caption
+    if not grids:
+        return [], f"no images of the compared sections are cached in {image_cache}"
+    return grids, ""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rpo_bench.evaluation.summary import SummaryRow
 from rpo_bench.reporting.cells import comparison_cells, mean_text, ranks, settings_text
-from rpo_bench.reporting.report import Report, build_report, header_items
+from rpo_bench.reporting.report import Report, Section, build_report, header_items
 from rpo_bench.reporting.style_section import style_comparisons, style_markdown
 
 
@@ -53,37 +53,55 @@ def provenance_lines(report: Report) -> list[str]:
     if info.versions:
         lines.append("- library versions recorded by the runs: " + ", ".join(
             f"{_cell(name)} {_cell(' / '.join(v))}" for name, v in sorted(info.versions.items())))
+    # the only place the store's own names of renamed models (folder paths) are shown
+    lines += [f"- model {_cell(shown)} is {_code(name)} in the store" for name, shown in report.labels.items()]
     lines.append(f"- reproduce: {_code(report.command)}")
     return lines
 
 
-def render_markdown(report: Report) -> str:
-    """The report as markdown: a header (what was evaluated), one section per group, a provenance footer."""
-    lines = [f"# rpo-bench report: {_cell(report.store.name)}", "",
-             *(f"- {item}" for item in header_items(report, _cell, lambda text: f"`{text}`"))]
-    for section in report.sections:
-        g = section.group
-        lines += ["", f"## {_cell(section.title)}", "",
-                  f"protocol settings: {_cell(settings_text(g.protocol_settings))}; seeds: "
-                  f"{', '.join(str(s) for s in g.seeds)}"]
-        if report.baseline is not None and section.baseline is None:
-            lines += ["", f"(the baseline {_cell(report.baseline)} has no scores in this section: no comparison)"]
-        for category, rows in section.tables():
-            lines += ["", f"### {'all prompts' if category is None else f'category {_cell(category)}'}", ""]
-            lines += _table(rows, section.baseline)
-        if section.reported:
-            lines += ["", "### reported (published numbers, not measured here: other images and scorer copies, so "
-                      "never ranked or compared with the rows above)", "", "| model (reported) | value | source |",
-                      "|:---|---:|:---|"]
-            lines += [f"| {_cell(r.model)} | {r.value:g} | {_cell(r.source)} |" for r in section.reported]
+def _section_lines(report: Report, section: Section, level: int) -> list[str]:
+    """A section under a heading of `level` (2 in the body, 3 in the appendix), its tables one level below."""
+    g = section.group
+    lines = ["", f"{'#' * level} {_cell(section.title)}", "",
+             f"protocol settings: {_cell(settings_text(g.protocol_settings))}; seeds: "
+             f"{', '.join(str(s) for s in g.seeds)}"]
+    if report.baseline is not None and section.baseline is None:
+        lines += ["", f"(the baseline {_cell(report.baseline)} has no scores in this section: no comparison)"]
+    for category, rows in section.tables():
+        lines += ["", f"{'#' * (level + 1)} {'all prompts' if category is None else f'category {_cell(category)}'}",
+                  ""]
+        lines += _table(rows, section.baseline if section.compared else None)  # nothing to compare: no columns
+    if section.reported:
+        lines += ["", f"{'#' * (level + 1)} reported (published numbers, not measured here: other images and scorer "
+                  "copies, so never ranked or compared with the rows above)", "",
+                  "| model (reported) | value | source |", "|:---|---:|:---|"]
+        lines += [f"| {_cell(r.model)} | {r.value:g} | {_cell(r.source)} |" for r in section.reported]
+    return lines
 
+
+def render_markdown(report: Report) -> str:
+    """The report as markdown: a header (what was evaluated, which run leads), the sections that compare models
+    (the lead run's first), the style comparisons and notes, an appendix of the sections that compare nothing, and
+    a provenance footer."""
+    lines = [f"# rpo-bench report: {_cell(report.store.name)}", ""]
+    if (lead := report.lead_text()) is not None:
+        lines += [f"**{_cell(lead)}**", ""]
+    lines += [f"- {item}" for item in header_items(report, _cell, lambda text: f"`{text}`")]
+    for section in report.main_sections:
+        lines += _section_lines(report, section, 2)
     lines += style_markdown(style_comparisons(report))
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {_cell(n)}" for n in report.notes]
+    if report.appendix:
+        lines += ["", "## Appendix: single-model sections", "",
+                  "Sections that compare nothing: one model alone, or models without the baseline."]
+        for section in report.appendix:
+            lines += _section_lines(report, section, 3)
     lines += ["", "## Provenance", "", *provenance_lines(report)]
     return "\n".join(lines) + "\n"
 
 
 def report_markdown(store_path: Path, baseline: str | None = None, by: str | None = None,
-                    metrics: str | Sequence[str] | None = None, command: str | None = None) -> str:
-    return render_markdown(build_report(store_path, baseline, by, metrics, command))
+                    metrics: str | Sequence[str] | None = None, command: str | None = None,
+                    run: str | None = None) -> str:
+    return render_markdown(build_report(store_path, baseline, by, metrics, command, run=run))

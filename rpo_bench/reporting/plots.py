@@ -79,3 +79,45 @@ def _short(text: str, limit: int = 40) -> str:
     is escaped because matplotlib reads text between two of them as math, which may fail to parse."""
     text = text if len(text) <= limit else "…" + text[-(limit - 1):]
     return text.replace("$", r"\$")
+
+
+BETTER_COLOUR = "#2a7a4a"  # the interval is wholly on the better side of zero
+WORSE_COLOUR = "#c44e52"  # wholly on the worse side
+UNRESOLVED_COLOUR = "#8c8c8c"  # it holds zero: no difference resolved
+
+
+def differences_png(rows: Sequence[SummaryRow], baseline: str, title: str) -> bytes:
+    """Each model's paired difference from the baseline with its 95% interval, one horizontal bar per model, and a
+    line at zero: what the leaderboards' differences.png shows (workflows.compare_plot), for a report table. Means
+    of similar models sit close together (all about 0.78); their differences are what a comparison is about.
+    A bar is green when its interval lies on the better side of zero, red on the worse side, gray when it holds
+    zero. Same rows -> same bytes."""
+    compared = [row for row in rows if row.versus is not None and row.model != baseline]
+    figure = new_figure(WIDTH_IN, INCHES_PER_MODEL * max(1, len(compared)) + 1.1)
+    axes = figure.add_subplot()
+    if compared:
+        positions = list(range(len(compared)))[::-1]  # the first row on top, as in the table
+        middle = [row.versus.difference.estimate for row in compared]
+        low = [max(0.0, m - row.versus.difference.low) for m, row in zip(middle, compared, strict=True)]
+        high = [max(0.0, row.versus.difference.high - m) for m, row in zip(middle, compared, strict=True)]
+        colours = [_verdict_colour(row) for row in compared]
+        axes.barh(positions, middle, xerr=[low, high], color=colours, capsize=3, ecolor="#333333")
+        axes.set_yticks(positions, [_short(row.model) for row in compared])
+        direction = "higher" if compared[0].higher_is_better else "lower"
+        axes.set_xlabel(f"difference from {_short(baseline)} with 95% interval ({direction} is better)", fontsize=8)
+    else:
+        axes.text(0.5, 0.5, "no model shares a sample with the baseline", ha="center", va="center",
+                  transform=axes.transAxes)
+        axes.set_yticks([])
+    axes.axvline(0, color="#333333", linewidth=0.8)
+    figure.suptitle(_short(title, TITLE_CHARS), fontsize=9)
+    axes.tick_params(labelsize=8)
+    return figure_png(figure)
+
+
+def _verdict_colour(row: SummaryRow) -> str:
+    difference = row.versus.difference
+    if not difference.excludes(0.0):
+        return UNRESOLVED_COLOUR
+    better = difference.low > 0 if row.higher_is_better else difference.high < 0
+    return BETTER_COLOUR if better else WORSE_COLOUR

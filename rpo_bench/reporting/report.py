@@ -9,7 +9,9 @@ store.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shlex
 from collections import Counter
@@ -52,6 +54,27 @@ class Group:
         return sorted({seed for t in self.tables for _prompt, seed in t.scores})
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What one `runs` row says was evaluated: enough to tell which report sections hold its scores."""
+
+    run_id: str
+    models: tuple[str, ...]  # store names, in the order evaluate was given them (its baseline is the first)
+    protocols: tuple[tuple[str, str], ...]  # (model, protocol fingerprint) pairs the run generated under
+    prompt_set: str
+    prompt_fingerprint: str
+    metrics: tuple[str, ...]
+    dtype: str
+
+    def holds(self, group: Group, prompt_fingerprint: str) -> bool:
+        """Whether the group's scores include this run's: same prompts, dtype and metric, and one of its models
+        under the group's protocol settings. (The metric version is not recorded with a run: every version of a
+        metric the run asked for counts.)"""
+        return (prompt_fingerprint == self.prompt_fingerprint and group.dtype == self.dtype
+                and group.metric in self.metrics
+                and any((model, group.protocol_fingerprint) in self.protocols for model in group.samples))
+
+
 @dataclass
 class StoreInfo:
     """What the store's `runs` rows record about the software that wrote it."""
@@ -59,6 +82,8 @@ class StoreInfo:
     commits: list[str]
     versions: dict[str, list[str]]  # library -> every version recorded
     first_models: list[str]  # the models of the earliest run, in the order given there
+    runs: list[RunSummary] = field(default_factory=list)  # oldest first (the order the runs were first made)
+    prompt_fingerprints: dict[str, str] = field(default_factory=dict)  # prompt set id -> fingerprint of its texts
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -153,9 +178,11 @@ def store_info(store_path: Path) -> StoreInfo:
     path = Path(store_path).expanduser()
     with ResultsStore(path, readonly=True) as store:
         runs = store.runs()
+        prompt_sets = store.prompt_sets()
     commits = list(dict.fromkeys(run.git_commit or "unknown (not a git checkout)" for run in runs))
     versions: dict[str, list[str]] = {}
     first_models: list[str] = []
+    summaries: list[RunSummary] = []
     for run in runs:
         try:
             for name, version in json.loads(run.versions).items():
@@ -164,8 +191,36 @@ def store_info(store_path: Path) -> StoreInfo:
             if not first_models:
                 first_models = [m["name"] for m in json.loads(run.config).get("models", []) if isinstance(m, dict)]
         except (ValueError, AttributeError, KeyError, TypeError):
-            continue
-    return StoreInfo(commits, versions, first_models)
+            pass
+        summary = _run_summary(run.run_id, run.config)
+        if summary is not None:
+            summaries.append(summary)
+    return StoreInfo(commits, versions, first_models, summaries, {p.prompt_set_id: p.fingerprint for p in prompt_sets})
+
+
+def _metric_key(name: str) -> str:
+    """The key the store files a metric's scores under (`tiny-clip:` is stored as `tiny-clip`)."""
+    try:
+        return make_metric(name).key
+    except Exception:  # noqa: BLE001 - a metric no longer registered keeps the name the run recorded
+        return name
+
+
+def _run_summary(run_id: str, config_text: str) -> RunSummary | None:
+    """The run's configuration as evaluate recorded it (evaluation.evaluate._run_id); None for a row that is not
+    (a store written by hand or by another version), which then leads no report."""
+    try:
+        config = json.loads(config_text)
+        entries = [m for m in config["models"] if isinstance(m, dict)]
+        models = tuple(dict.fromkeys(str(m["name"]) for m in entries))
+        # the fingerprint images are filed under is the hash of these very settings (Protocol.fingerprint)
+        protocols = tuple((str(m["name"]), hashlib.sha256(json.dumps(m["protocol"], sort_keys=True).encode())
+                           .hexdigest()) for m in entries)
+        prompt_set = config["prompt_set"]
+        return RunSummary(run_id, models, protocols, str(prompt_set["name"]), str(prompt_set["fingerprint"]),
+                          tuple(_metric_key(str(m)) for m in config["metrics"]), str(config["dtype"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _differs(groups: Sequence[Group]) -> list[str]:
@@ -196,6 +251,14 @@ class Section:
     rows: list[SummaryRow]
     baseline: str | None  # the compared baseline; None when it has no scores in this section
     reported: list[ReportedValue] = field(default_factory=list)  # published values of this setting, kept apart
+    runs: tuple[str, ...] = ()  # the runs whose scores it holds, oldest first
+    lead: bool = False  # it holds the scores of the run the report leads with (--run, default the latest)
+
+    @property
+    def compared(self) -> bool:
+        """Whether it compares anything: the baseline and at least one other model. A section that does not (one
+        model alone, or models without the baseline) goes to the report's appendix."""
+        return self.baseline is not None and len(self.group.tables) > 1
 
     @property
     def title(self) -> str:
@@ -225,11 +288,36 @@ class Report:
     command: str
     version: str
     by: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)  # store name -> the label shown (--label)
+    labels: dict[str, str] = field(default_factory=dict)  # store name -> the name shown (--label or a short name)
+    run: RunSummary | None = None  # the run the report leads with (--run, default the store's latest)
+    user_labels: dict[str, str] = field(default_factory=dict)  # the --label options alone
 
     def store_name(self, model: str) -> str:
         """The name the store records for a model shown as `model` (its label, or the name itself)."""
         return next((name for name, label in self.labels.items() if label == model), model)
+
+    @property
+    def main_sections(self) -> list[Section]:
+        """The sections that compare models, those of the lead run first."""
+        return [s for s in self.sections if s.compared]
+
+    @property
+    def appendix(self) -> list[Section]:
+        """The sections that compare nothing (one model alone, or without the baseline)."""
+        return [s for s in self.sections if not s.compared]
+
+    def lead_text(self) -> str | None:
+        """One line on the run the report leads with, in the names the report shows; None without one."""
+        run = self.run
+        if run is None:
+            return None
+        shown = ", ".join(self.labels.get(m, m) for m in run.models)
+        latest = (f"the latest of {len(self.info.runs)} run(s) in this store; --run ID picks another"
+                  if run.run_id == self.info.runs[-1].run_id else "chosen with --run")
+        held = sum(s.lead and s.compared for s in self.sections)
+        folded = f"; {len(self.appendix)} section(s) that compare nothing are in the appendix" if self.appendix else ""
+        return (f"First: run {run.run_id} ({latest}): {shown} on prompt set {run.prompt_set}, {held} comparison "
+                f"section(s){folded}.")
 
 
 def _shared_sample_notes(section: Section) -> list[str]:
@@ -293,46 +381,147 @@ def _check_labels(labels: Mapping[str, str], present: Sequence[str], path: Path)
 
 def build_report(store_path: Path, baseline: str | None = None, by: str | None = None,
                  metrics: str | Sequence[str] | None = None, command: str | None = None,
-                 labels: Mapping[str, str] | None = None) -> Report:
+                 labels: Mapping[str, str] | None = None, run: str | None = None) -> Report:
     """Read the store and compute every section's numbers (rpo_bench.evaluation.summary); `command` is the reproducing
     command line shown in the provenance (default: built from the arguments). `labels` (store name -> label)
-    renames models everywhere the report shows them; `baseline` may be given by either name."""
+    renames models everywhere the report shows them; other models named by a folder path are shown by a short name
+    (short_names). `baseline` may be given by either name. `run` (a run id, or a unique beginning of one) picks the
+    evaluation the report leads with; default the store's latest."""
     path = Path(store_path).expanduser()
     if by is not None and by not in BY_ACCEPTED:
         raise BadInputError(f"--by {by!r}: accepted: {', '.join(BY_ACCEPTED)}")
-    labels = dict(labels or {})
+    user_labels = dict(labels or {})
     store_notes: list[str] = []
     groups = load_tables(path, metrics=metrics, notes=store_notes)
+    present = list(dict.fromkeys(m for g in groups for m in g.models))
+    if user_labels:
+        _check_labels(user_labels, present, path)
+    labels = {**short_names([m for m in present if m not in user_labels], list(user_labels.values())), **user_labels}
     if labels:
-        _check_labels(labels, list(dict.fromkeys(m for g in groups for m in g.models)), path)
         for group in groups:
             group.tables = [replace(t, model=labels.get(t.model, t.model)) for t in group.tables]
     info = store_info(path)
+    lead = _chosen_run(info, run, path, labels)
+    # models in the order evaluate was given them (the lead run's first, its baseline at the top), not by name
+    order = {m: i for i, m in enumerate(dict.fromkeys(
+        [*(lead.models if lead else ()), *(m for r in reversed(info.runs) for m in r.models)]))}
+    for group in groups:
+        shown = dict(zip(group.models, group.samples, strict=True))  # shown name -> store name, table by table
+        group.tables.sort(key=lambda t: order.get(shown[t.model], len(order)))
+    held = {id(g): tuple(r.run_id for r in info.runs if r.holds(g, info.prompt_fingerprints.get(g.prompt_set_id, "")))
+            for g in groups}
     info = replace(info, first_models=[labels.get(m, m) for m in info.first_models])
     models = list(dict.fromkeys(m for g in groups for m in g.models))
     baseline = labels.get(baseline, baseline) if baseline is not None else None
     if baseline is not None and baseline not in models:
         raise BadInputError(f"--baseline {baseline!r} has no scores in {path}; accepted: one of "
                             f"{', '.join(models) or 'none (the store holds no scores)'}")
-    chosen = baseline or _default_baseline(groups, info)
+    chosen = baseline or _default_baseline(groups, info, lead, labels)
     sections = [Section(g, _section_rows(g, chosen, by == "category"), chosen if chosen in g.models else None,
-                        reported_for(g.prompt_set, g.protocol, g.metric)) for g in groups]
+                        reported_for(g.prompt_set, g.protocol, g.metric), held[id(g)],
+                        lead is not None and lead.run_id in held[id(g)]) for g in groups]
+    sections = _ordered(sections, info)
+    models = list(dict.fromkeys(m for s in sections for m in s.group.models))  # the lead run's models first
     notes = list(dict.fromkeys([*store_notes, *(n for section in sections for n in _shared_sample_notes(section)),
                                 *_metric_notes(groups)]))
+    if lead is not None and not any(s.lead for s in sections):
+        notes.append(f"run {lead.run_id} has no scores among this report's sections"
+                     + (" (--metrics leaves them out)" if metrics is not None else ""))
     return Report(path, sections, chosen, models, info, _differs(groups), notes,
-                  command or reproduce_command(path, baseline, by, metrics, labels=labels), rpo_bench_version, by,
-                  labels)
+                  command or reproduce_command(path, baseline, by, metrics, labels=user_labels, run=run),
+                  rpo_bench_version, by, labels, lead, user_labels)
 
 
-def _default_baseline(groups: Sequence[Group], info: StoreInfo) -> str | None:
-    """The first model of the earliest run, if it has scores; otherwise the first model with scores."""
+def _chosen_run(info: StoreInfo, run: str | None, path: Path, labels: Mapping[str, str]) -> RunSummary | None:
+    """--run: a run id, or a beginning of one that names a single run; default the latest run."""
+    if run is None:
+        return info.runs[-1] if info.runs else None
+    wanted = run.strip()
+    found = [r for r in info.runs if r.run_id == wanted] or [r for r in info.runs if wanted and
+                                                               r.run_id.startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    listed = ", ".join(f"{r.run_id} ({', '.join(labels.get(m, m) for m in r.models)})"
+                       for r in reversed(info.runs[-8:]))
+    more = f" and {len(info.runs) - 8} older" if len(info.runs) > 8 else ""
+    why = f"{len(found)} runs begin with it" if found else "no run of this id"
+    raise BadInputError(f"--run {run!r}: {why} in {path}; accepted: a run id (evaluate prints it; latest first): "
+                        f"{listed or 'none: the store records no run'}{more}")
+
+
+def _ordered(sections: list[Section], info: StoreInfo) -> list[Section]:
+    """The lead run's sections first, then the others by their newest run, newest first; the store's order within
+    each (a stable sort). Sections no recorded run holds come last."""
+    position = {r.run_id: i for i, r in enumerate(info.runs)}
+
+    def key(section: Section) -> tuple[bool, int]:
+        newest = max((position[r] for r in section.runs), default=-1)
+        return (not section.lead, -newest)
+
+    return sorted(sections, key=key)
+
+
+def _registered_name(path: str) -> str | None:
+    """The registry name of a model folder (the --name `rpo-bench train` registered it under), if one names it."""
+    from rpo_bench.models.catalog import MODELS  # noqa: PLC0415 - the model registry: read only for folder names
+
+    try:
+        for entry in MODELS:
+            spec = entry.resolve()
+            if path in (spec.unet_repo, spec.lora_repo, spec.repo) and entry.name != path:
+                return entry.name
+    except Exception:  # noqa: BLE001 - a broken user or plug-in entry must not stop a report: folder names then
+        return None
+    return None
+
+
+def short_names(names: Sequence[str], taken: Sequence[str] = ()) -> dict[str, str]:
+    """store name -> the short name a report shows, for the names that are folder paths (evaluate records a folder
+    by its absolute path): the registry name a training run was registered under (train --name), else the folder's
+    name, with parent folders added only where two would otherwise be shown alike (or like a name in `names` or
+    `taken`). Names that are not paths are left out (shown as they are)."""
+    paths = [n for n in names if os.path.isabs(n)]
+    if not paths:
+        return {}
+    fixed = {n for n in names if not os.path.isabs(n)} | set(taken)
+    short: dict[str, str] = {}
+    for name in paths:
+        registered = _registered_name(name)
+        if registered is not None and registered not in fixed and registered not in short.values():
+            short[name] = registered
+    fixed |= set(short.values())
+    parts = {n: [p for p in Path(n).parts if p != os.sep] for n in paths if n not in short}
+    depth = dict.fromkeys(parts, 1)
+    while True:
+        shown = {n: "/".join(p[-depth[n]:]) for n, p in parts.items()}
+        counts = Counter(shown.values())
+        clashing = [n for n in parts if (counts[shown[n]] > 1 or shown[n] in fixed) and depth[n] < len(parts[n])]
+        if not clashing:
+            break
+        for n in clashing:
+            depth[n] += 1
+    for name, text in shown.items():
+        # a clash left at full depth (a path equal to a --label): the store's own name, which is unique
+        short[name] = text if counts[text] == 1 and text not in fixed else name
+    return {n: s for n, s in short.items() if s != n}
+
+
+def _default_baseline(groups: Sequence[Group], info: StoreInfo, lead: RunSummary | None,
+                      labels: Mapping[str, str]) -> str | None:
+    """The first model of the run the report leads with when that run compared models (as evaluate compared
+    them); otherwise the first model of the earliest run, if it has scores; otherwise the first with scores."""
     present = list(dict.fromkeys(m for g in groups for m in g.models))
+    if lead is not None and len(lead.models) > 1 and labels.get(lead.models[0], lead.models[0]) in present:
+        return labels.get(lead.models[0], lead.models[0])
     return next((m for m in info.first_models if m in present), present[0] if present else None)
 
 
 def reproduce_command(store_path: Path, baseline: str | None, by: str | None, metrics: str | Sequence[str] | None,
-                      out: Path | None = None, fmt: str = "markdown", labels: Mapping[str, str] | None = None) -> str:
+                      out: Path | None = None, fmt: str = "markdown", labels: Mapping[str, str] | None = None,
+                      run: str | None = None) -> str:
     words = ["rpo-bench", "report", "--store", str(store_path)]
+    if run is not None:
+        words += ["--run", run]
     for name, label in (labels or {}).items():
         words += ["--label", f"{name}={label}"]
     if baseline is not None:
