@@ -3,6 +3,7 @@ every format), as a user runs it; and what a rerun reuses."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,20 +15,25 @@ from rpo_bench.cli import main
 
 
 @pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory, session_home):
-    out = tmp_path_factory.mktemp("demo") / "quick"
+def quick_demo(session_home):
+    out = session_home / "demo" / "micro-quick"  # the default folder: the command exactly as the README shows it
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("RPO_BENCH_HOME", str(session_home))
         started = time.perf_counter()
-        code = main(["demo", "--quick", "--out", str(out)])
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            code = main(["demo", "--quick"])
         seconds = time.perf_counter() - started
-    return out, code, seconds
+    return out, code, seconds, printed.getvalue()
 
 
 @pytest.mark.slow
 def test_quick_demo_trains_every_method_and_reports(quick_demo, capsys):
-    out, code, _seconds = quick_demo
+    out, code, _seconds, printed = quick_demo
     assert code == 0
+    lines = [line for line in printed.splitlines() if line.strip()]
+    # a smoke run says so before anything else and again under its results, naming the full demo
+    assert lines[0].startswith("smoke run (--quick)") and "not evidence" in lines[0] and lines[-1] == lines[0]
+    assert lines[0].endswith("The full demo: rpo-bench demo")
     for method in ("sft", "dpo", "rpo"):
         assert (out / f"{method}-seed0" / "rpo_bench.json").is_file()
     comparison = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
@@ -52,7 +58,7 @@ def test_quick_demo_trains_every_method_and_reports(quick_demo, capsys):
 
 @pytest.mark.slow
 def test_a_rerun_reuses_the_runs_and_gives_the_same_report(quick_demo, capsys):
-    out, code, seconds = quick_demo
+    out, code, seconds, _printed = quick_demo
     assert code == 0
     before = {name: (out / name).read_bytes() for name in ("comparison.json", "results.json", "results.csv")}
     stamps = {m: (out / f"{m}-seed0" / "rpo_bench.json").stat().st_mtime_ns for m in ("sft", "dpo", "rpo")}

@@ -31,6 +31,28 @@ from rpo_bench.cli.styles import styles_app
 from rpo_bench.cli.train import register as register_train
 from rpo_bench.core.errors import RpoBenchError
 
+
+def _flags_show_no_value_type() -> None:
+    """A flag takes no value, yet typer's rich help (0.29) prints a value type beside every option: `--help <bool>`,
+    `--debug <bool>`, as if each wanted a true or false after it. Click's plain help and older typer print none for
+    a flag; the type column comes from `TyperOption.display_type_rich`, so for a flag (not a counter) that gives
+    none. A typer without that method renders flags its own way and is left as it is."""
+    option_class = getattr(typer.core, "TyperOption", None)
+    display_type_rich = getattr(option_class, "display_type_rich", None)
+    if display_type_rich is None or getattr(display_type_rich, "flags_show_no_type", False):
+        return
+
+    def flag_aware(self, ctx):
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return display_type_rich(self, ctx)
+
+    flag_aware.flags_show_no_type = True
+    option_class.display_type_rich = flag_aware
+
+
+_flags_show_no_value_type()
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Diffusion-RPO, Diffusion-DPO and SFT for text-to-image diffusion, and a benchmark "
                        "that compares them reproducibly.")

@@ -24,14 +24,17 @@ def demo(
     eval_seeds: str | None = typer.Option(None, help="Evaluation seeds (default 0-3; --quick 0-1)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training setting over the preset (repeatable)."),
 ) -> None:
-    """Train SFT, DPO and RPO (or --methods) from micro-base on equal budgets, evaluate them on held-out prompts
-    against the ground-truth judge, and report which wins (markdown here; HTML, JSON and CSV written beside the
-    runs)."""
+    """The micro world end to end: train SFT, DPO and RPO, evaluate, report.
+
+    Trains SFT, DPO and RPO (or --methods) from micro-base on equal budgets,
+    evaluates them on held-out prompts against the ground-truth judge, and
+    reports which wins (markdown here; HTML, JSON and CSV written beside the
+    runs). --quick is a smoke run of every stage, not evidence."""
     from rpo_bench.core.config import home_dir
     from rpo_bench.evaluation.seeds import parse_seeds
     from rpo_bench.training.config import parse_setting
     from rpo_bench.training.methods import resolve_methods
-    from rpo_bench.workflows.demo import DemoConfig, run_demo
+    from rpo_bench.workflows.demo import DemoConfig, run_demo, smoke_run_note
 
     name = (f"style-{style}" if style else "micro") + ("-quick" if quick else "")
     folder = (out or home_dir() / "demo" / name).expanduser()
@@ -40,6 +43,9 @@ def demo(
                         train_seeds=parse_seeds(train_seeds),
                         eval_seeds=parse_seeds(eval_seeds) if eval_seeds is not None else None,
                         overrides=dict(parse_setting(item) for item in set_))
+    smoke = smoke_run_note(config)
+    if smoke:
+        console.print(smoke, style="bold", soft_wrap=True)
     result = run_demo(config)
     for line in result.comparison_markdown.splitlines():  # the console escapes control characters, newlines too
         console.print(line, soft_wrap=True)
@@ -47,3 +53,6 @@ def demo(
     for kind in ("report.html", "report.md", "results.json", "results.csv", "grid.png"):
         if kind in result.files:
             console.print(f"{kind}: {result.files[kind]}", soft_wrap=True)
+    if smoke:  # again under the results, which are what a reader looks at
+        console.print("")
+        console.print(smoke, style="bold", soft_wrap=True)

@@ -6,9 +6,8 @@ import math
 from enum import Enum
 
 import typer
-from rich.table import Table
 
-from rpo_bench.cli.console import console
+from rpo_bench.cli.console import console, print_records
 
 
 class Kind(str, Enum):
@@ -34,9 +33,11 @@ def download(
                                  "download nothing."),
     kind: Kind | None = typer.Option(None, help="Which registry NAME is from, when it is in more than one."),
 ) -> None:
-    """Fetch what NAME reads from the Hugging Face Hub into the local cache, checking every file's hash;
-    continues interrupted downloads (a style: its CLIP, and its reference images when they come from a Hub
-    dataset). Afterwards NAME works with HF_HUB_OFFLINE=1."""
+    """Fetch what NAME reads from the Hub into the local cache, hash-checked.
+
+    Checks every file's hash and continues interrupted downloads (a style: its
+    CLIP, and its reference images when they come from a Hub dataset).
+    Afterwards NAME works with HF_HUB_OFFLINE=1."""
     from rpo_bench.workflows.download import download as run_download
     from rpo_bench.workflows.download import plan_downloads
 
@@ -60,7 +61,7 @@ def _show_plans(plans) -> None:
             files = repo.files
             console.print(f"{label}: {files.repo} @ {(repo.commit or files.revision)[:12]}"
                           + (f" ({files.what})" if files.what else ""), highlight=False, markup=False)
-            console.print(_repo_table(repo))
+            _print_repo_files(repo)
         if entry.note:
             console.print(f"  {entry.note}", highlight=False)
         console.print(f"  {_totals(plan)}", highlight=False)
@@ -69,19 +70,15 @@ def _show_plans(plans) -> None:
         console.print(f"all: {_count(files)}; to download: {_count(missing)}", highlight=False)
 
 
-def _repo_table(repo) -> Table:
+def _print_repo_files(repo) -> None:
     files = repo.files
-    table = Table()
-    table.add_column("file", no_wrap=True, overflow="fold")  # file names stay whole while other columns wrap
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("cached", no_wrap=True)
-    table.add_column("hash")
     if repo.commit is None:  # offline: what is declared, not what it matches
-        for pattern in files.patterns:
-            table.add_row(pattern, "?", "?", "")
-    for remote in repo.remote:
-        table.add_row(remote.filename, human_size(remote.size), "yes" if remote.cached else "no", remote.source)
-    return table
+        rows = [(pattern, "?", "?", "") for pattern in files.patterns]
+    else:
+        rows = [(remote.filename, human_size(remote.size), "yes" if remote.cached else "no", remote.source)
+                for remote in repo.remote]
+    # file names (paths in the repository) fold where the console is narrow; the other columns stay whole
+    print_records(None, ("file", "size", "cached", "hash"), rows, prose=("file",), numeric=("size",))
 
 
 def _count(files) -> str:
@@ -95,18 +92,17 @@ def _totals(plan) -> str:
 
 
 def _show_results(results) -> None:
-    table = Table(title="downloaded", title_justify="left")
-    for column in ("name", "repository", "commit", "files", "fetched", "verified"):
-        table.add_column(column, justify="right" if column in ("files", "fetched") else "left")
+    rows = []
     for result in results:
         for repo in result.repos:
             fetched = [o for o in repo.outcomes if o.fetched]
             checked = sum(o.remote.expected is not None for o in repo.outcomes)
-            table.add_row(result.entry.name, repo.files.repo, repo.commit[:12], str(len(repo.outcomes)),
-                          f"{len(fetched)} ({human_size(sum(o.remote.size or 0 for o in fetched))})",
-                          f"{checked} of {len(repo.outcomes)}")
-    if table.rows:
-        console.print(table)
+            rows.append((result.entry.name, repo.files.repo, repo.commit[:12], str(len(repo.outcomes)),
+                         f"{len(fetched)} ({human_size(sum(o.remote.size or 0 for o in fetched))})",
+                         f"{checked} of {len(repo.outcomes)}"))
+    if rows:
+        print_records("downloaded", ("name", "repository", "commit", "files", "fetched", "verified"), rows,
+                      prose=("repository",), numeric=("files", "fetched"))
     for result in results:
         if not result.repos:
             console.print(f"{result.entry.name}: {result.entry.note}", highlight=False)

@@ -16,8 +16,11 @@ def update(
     name: str = typer.Argument(..., help="The leaderboard: a sub-folder of --root holding leaderboard.toml."),
     root: Path = typer.Option(Path("leaderboards"), help="The folder of leaderboards (the repository's)."),
 ) -> None:
-    """Run the leaderboard's recorded demo (reusing finished runs in $RPO_BENCH_HOME/leaderboards/NAME/work) and
-    rewrite its folder: README.md, results.json, results.csv, comparison.json and the pictures; then the index."""
+    """Rerun a leaderboard's recorded demo and rewrite its folder.
+
+    Runs the leaderboard's recorded demo (reusing finished runs in
+    $RPO_BENCH_HOME/leaderboards/NAME/work) and rewrites its folder: README.md,
+    results.json, results.csv, comparison.json and the pictures; then the index."""
     from rpo_bench.workflows.leaderboard import update as update_leaderboard
 
     folder = update_leaderboard(name, root)

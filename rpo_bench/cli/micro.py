@@ -26,7 +26,9 @@ def build(
     judge_steps: int = typer.Option(3000, help="Judge CNN training steps (skipped when the judge exists)."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest for these small models)."),
 ) -> None:
-    """Retrain the judge, micro CLIP, VAE and base UNet from scratch (seeded; resumes at the unfinished stage)."""
+    """Retrain the judge, micro CLIP, VAE and base UNet from scratch.
+
+    Seeded; a rerun resumes at the unfinished stage."""
     from rpo_bench.micro.build import ASSETS, build_micro
 
     report = build_micro(out or ASSETS, seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
@@ -53,8 +55,11 @@ def preferences(
     seed: int = typer.Option(_DEFAULTS["label_seed"], help="Seed of the label draws (images use seeds 0..k-1)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Build micro-pickapic: micro-base samples of micro-train prompts, ranked by the judge's probability of the
-    requested values, best against worst, labelled with Bradley-Terry noise; prints and records its worth."""
+    """Build micro-pickapic, the micro world's preference pairs.
+
+    micro-base samples of micro-train prompts, ranked by the judge's probability
+    of the requested values, best against worst, labelled with Bradley-Terry
+    noise; prints and records its worth."""
     from rpo_bench.training.micro_pickapic import build_micro_pickapic
 
     overrides = dict(prompts=prompts, k=k, mode=mode, margin=margin, label_noise=label_noise, label_seed=seed)
@@ -102,9 +107,12 @@ def compare(
                                      "the micro-style preset and is judged by micro-style:S on the style's "
                                      "held-out content prompts, beside micro-oracle and the style probe."),
 ) -> None:
-    """Train each method (SFT, DPO and RPO by default; --methods all for every registered one) from micro-base on
-    the same data and budget over several seeds, evaluate them on held-out prompts with the ground-truth judge,
-    and compare each with micro-base and with DPO."""
+    """Train each method over several seeds and compare them on held-out prompts.
+
+    Trains each method (SFT, DPO and RPO by default; --methods all for every
+    registered one) from micro-base on the same data and budget over several
+    seeds, evaluates them on held-out prompts with the ground-truth judge, and
+    compares each with micro-base and with DPO."""
     from rpo_bench.evaluation.seeds import parse_seeds
     from rpo_bench.training.config import parse_setting
     from rpo_bench.training.methods import resolve_methods
@@ -128,8 +136,11 @@ def grid(
     model: str = typer.Option("micro-base", help="The base drawn beside the renders: micro-base, or a world built "
                               "with `micro build --out DIR` (DIR/micro-base)."),
 ) -> None:
-    """A picture of the micro world: for held-out prompts, every style as rendered beside micro-base's image of
-    the prompt worded for that style (generated through evaluate into the default store and image cache)."""
+    """A picture of the micro world: its styles beside micro-base's images.
+
+    For held-out prompts, every style as rendered beside micro-base's image of
+    the prompt worded for that style (generated through evaluate into the
+    default store and image cache)."""
     from PIL import Image
 
     from rpo_bench.workflows.world_grid import write_micro_world_grid
@@ -151,9 +162,12 @@ def check(
                                           "shipped one."),
     as_json: bool = typer.Option(False, "--json", help="Print the card as JSON instead of markdown."),
 ) -> None:
-    """The micro world's quality card: what its VAE keeps per style, how recognisable and how obedient its base
-    is, how much better micro-pickapic's winners are than the base, the style probe against the judge, build
-    times. Measured from fresh seeded renders and samples; every value but wall_seconds repeats for a seed."""
+    """The micro world's quality card, measured from fresh seeded renders.
+
+    What its VAE keeps per style, how recognisable and how obedient its base is,
+    how much better micro-pickapic's winners are than the base, the style probe
+    against the judge, build times. Measured from fresh seeded renders and
+    samples; every value but wall_seconds repeats for a seed."""
     import json
     import sys
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from rpo_bench.cli.console import console, kv_table
+from rpo_bench.cli.console import console, kv_table, print_records
 from rpo_bench.core.errors import BadInputError
 
 models_app = typer.Typer(help="The model registry: list, or `show NAME`.")
@@ -20,26 +19,21 @@ def models_list(ctx: typer.Context) -> None:
         return
     from rpo_bench.models.catalog import MODELS, fine_tune_details
 
-    table = Table(title="models")
-    for column in ("name", "family", "weights", "protocol", "origin", "summary"):
-        table.add_column(column, no_wrap=column == "name")
-    # Fine-tunes (a UNet or LoRA over a base, e.g. registered by `train --name`) get a table of their own: listed
+    # Fine-tunes (a UNet or LoRA over a base, e.g. registered by `train --name`) get a list of their own: listed
     # among the bases, their base's weights in the weights column made them look like another copy of it.
-    tuned = Table(title="fine-tunes")
-    for column in ("name", "fine-tune of", "weights", "origin", "summary"):
-        tuned.add_column(column, no_wrap=column == "name")
+    bases, tuned = [], []
     for entry in MODELS:
         spec = entry.resolve()
         details = fine_tune_details(spec)
         if details:
-            tuned.add_row(entry.name, details["fine-tune of"], details["weights"], entry.source,
-                          entry.summary or spec.description)
+            tuned.append((entry.name, details["fine-tune of"], details["weights"], entry.source,
+                          entry.summary or spec.description))
             continue
         weights = f"tiny ({spec.tiny}, seed {spec.seed})" if spec.tiny else spec.repo
-        table.add_row(entry.name, spec.family, weights, spec.protocol, entry.source, entry.summary)
-    console.print(table)
-    if tuned.row_count:
-        console.print(tuned)
+        bases.append((entry.name, spec.family, weights, spec.protocol, entry.source, entry.summary))
+    print_records("models", ("name", "family", "weights", "protocol", "origin", "summary"), bases)
+    if tuned:
+        print_records("fine-tunes", ("name", "fine-tune of", "weights", "origin", "summary"), tuned)
 
 
 @models_app.command("show")
@@ -56,15 +50,13 @@ def metrics_list(ctx: typer.Context) -> None:
         return
     from rpo_bench.metrics import METRICS, example_spec, make_metric
 
-    table = Table(title="metrics")
-    for column in ("name", "direction", "range", "origin", "summary"):
-        table.add_column(column, no_wrap=column == "name")
+    rows = []
     for entry in METRICS:
         metric = make_metric(example_spec(entry.name))
-        table.add_row(entry.name, "higher is better" if metric.higher_is_better else "lower is better",
-                      f"{metric.value_range[0]:g} .. {metric.value_range[1]:g}", entry.source,
-                      entry.summary or metric.summary)
-    console.print(table)
+        rows.append((entry.name, "higher is better" if metric.higher_is_better else "lower is better",
+                     f"{metric.value_range[0]:g} .. {metric.value_range[1]:g}", entry.source,
+                     entry.summary or metric.summary))
+    print_records("metrics", ("name", "direction", "range", "origin", "summary"), rows)
 
 
 @metrics_app.command("show")
@@ -86,13 +78,11 @@ def prompts_list(ctx: typer.Context) -> None:
         return
     from rpo_bench.evaluation.prompts import PROMPT_SETS
 
-    table = Table(title="prompt sets")
-    for column in ("name", "source", "size", "origin", "summary"):
-        table.add_column(column, no_wrap=column == "name")
+    rows = []
     for entry in PROMPT_SETS:
         spec = entry.resolve()
-        table.add_row(entry.name, spec.source, str(spec.size or ""), entry.source, entry.summary)
-    console.print(table)
+        rows.append((entry.name, spec.source, str(spec.size or ""), entry.source, entry.summary))
+    print_records("prompt sets", ("name", "source", "size", "origin", "summary"), rows)
 
 
 @prompts_app.command("show")
@@ -116,15 +106,14 @@ def protocols_list(ctx: typer.Context) -> None:
         return
     from rpo_bench.evaluation.protocols import PROTOCOLS
 
-    table = Table(title="protocols")
-    for column in ("name", "v", "sampler", "steps", "guidance", "resolution", "origin", "summary"):
-        table.add_column(column, no_wrap=column == "name")
+    rows = []
     for entry in PROTOCOLS:
         p = entry.resolve()
         fmt = lambda d: " / ".join(f"{k} {v or 'native'}" for k, v in d.items())  # noqa: E731
-        table.add_row(entry.name, str(p.version), p.sampler, str(p.steps), fmt(p.guidance), fmt(p.resolution),
-                      entry.source, entry.summary)
-    console.print(table)
+        rows.append((entry.name, str(p.version), p.sampler, str(p.steps), fmt(p.guidance), fmt(p.resolution),
+                     entry.source, entry.summary))
+    print_records("protocols", ("name", "version", "sampler", "steps", "guidance", "resolution", "origin",
+                                "summary"), rows)
 
 
 @protocols_app.command("show")
@@ -147,16 +136,15 @@ def methods_list(ctx: typer.Context) -> None:
         return
     from rpo_bench.training.methods import DEFAULT_SET, METHODS, get_method
 
-    table = Table(title="training methods (default set: " + ", ".join(DEFAULT_SET) + "; --methods all: every one)")
-    for column in ("name", "title", "reads", "reference", "beta convention", "origin", "summary"):
-        table.add_column(column, no_wrap=column == "name")
+    rows = []
     for entry in METHODS:
         method = get_method(entry.name)
         reads = ("single images, desirable or not" if method.unpaired
                  else "winner / loser pairs" if method.reads_losers else "the winners only")
-        table.add_row(entry.name, method.title, reads, "yes" if method.needs_reference else "no",
-                      method.convention or "-", entry.source, method.summary)
-    console.print(table)
+        rows.append((entry.name, method.title, reads, "yes" if method.needs_reference else "no",
+                     method.convention or "-", entry.source, method.summary))
+    print_records("training methods (default set: " + ", ".join(DEFAULT_SET) + "; --methods all: every one)",
+                  ("name", "title", "reads", "reference", "beta convention", "origin", "summary"), rows)
 
 
 @methods_app.command("show")

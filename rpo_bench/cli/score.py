@@ -6,9 +6,8 @@ import math
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from rpo_bench.cli.console import console
+from rpo_bench.cli.console import console, print_records
 
 PER_IMAGE_ROWS = 20  # above this, the table shows the summary only; --out keeps every value
 
@@ -34,21 +33,26 @@ def score(
     images = collect_images(paths)
     texts = prompts_for(images, prompt, prompts)
     summaries = score_files(images, texts, metric_specs, device=device, dtype=dtype, batch_size=batch_size, out=out)
-    if len(images) <= PER_IMAGE_ROWS:
-        per_image = Table(title="per image")
-        per_image.add_column("image")
-        for summary in summaries:
-            per_image.add_column(f"{summary.metric} {'↑' if summary.higher_is_better else '↓'}", justify="right")
-        for i, path in enumerate(images):
-            per_image.add_row(path.name, *(f"{s.values[i]:.4f}" for s in summaries))
-        console.print(per_image)
-    table = Table(title=f"{len(images)} images")
-    for column in ("metric", "n", "mean ± s.e.", "version"):
-        table.add_column(column, justify="right" if column in ("n", "mean ± s.e.") else "left")
-    for s in summaries:
-        stderr = "" if math.isnan(s.stderr) else f" ± {s.stderr:.4f}"
-        table.add_row(f"{s.metric} {'↑' if s.higher_is_better else '↓'}", str(len(s.values)), f"{s.mean:.4f}{stderr}",
-                      s.version)
-    console.print(table)
+    print_score_tables(images, summaries)
     for note in (note for s in summaries for note in s.notes):
         console.print(note, soft_wrap=True)
+
+
+def _label(summary) -> str:
+    return f"{summary.metric} {'↑' if summary.higher_is_better else '↓'}"
+
+
+def print_score_tables(images: list[Path], summaries: list) -> None:
+    """Each image's values (up to PER_IMAGE_ROWS images), then each metric's mean; as tables where they fit the
+    console, else one block per image and per metric (see `print_records`)."""
+    if len(images) <= PER_IMAGE_ROWS:
+        # the values stay whole; image names fold where the console is narrow
+        print_records("per image", ("image", *(_label(s) for s in summaries)),
+                      [(path.name, *(f"{s.values[i]:.4f}" for s in summaries)) for i, path in enumerate(images)],
+                      prose=("image",), numeric=[_label(s) for s in summaries])
+    rows = []
+    for s in summaries:
+        stderr = "" if math.isnan(s.stderr) else f" ± {s.stderr:.4f}"
+        rows.append((_label(s), str(len(s.values)), f"{s.mean:.4f}{stderr}", s.version))
+    print_records(f"{len(images)} images", ("metric", "n", "mean ± s.e.", "version"), rows, prose=("version",),
+                  numeric=("n", "mean ± s.e."))

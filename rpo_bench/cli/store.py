@@ -13,8 +13,11 @@ store_app = typer.Typer(help="The results store (SQLite) that evaluate writes an
 
 @store_app.command("migrate")
 def migrate(path: Path = typer.Argument(..., help="The store file (e.g. $RPO_BENCH_HOME/results.sqlite).")) -> None:
-    """Migrate a store in place, in one transaction, keeping a full copy of the old file beside it; a store of this
-    schema is left as it is. (evaluate and other writers migrate a store they open on their own.)"""
+    """Migrate a store in place to this schema, keeping a copy of the old file.
+
+    In one transaction, with a full copy of the old file beside it; a store of
+    this schema is left as it is. (evaluate and other writers migrate a store
+    they open on their own.)"""
     from rpo_bench.evaluation.store import migrate_store
 
     backup = migrate_store(path)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from rpo_bench.cli.console import console, kv_table
+from rpo_bench.cli.console import console, kv_table, print_records
 
 styles_app = typer.Typer(help="The style registry: list, `show S`, or `fetch S` (its reference images).")
 
@@ -18,13 +17,12 @@ def styles_list(ctx: typer.Context) -> None:
         return
     from rpo_bench.style.registry import STYLES
 
-    table = Table(title="styles")
-    for column in ("name", "references", "held-out prompts", "base model", "origin", "description"):
-        table.add_column(column, no_wrap=column == "name")
+    rows = []
     for entry in STYLES:
         style = entry.resolve()
-        table.add_row(entry.name, style.source_text, style.prompts, style.base_model, entry.source, style.description)
-    console.print(table)
+        rows.append((entry.name, style.source_text, style.prompts, style.base_model, entry.source, style.description))
+    print_records("styles", ("name", "references", "held-out prompts", "base model", "origin", "description"), rows,
+                  prose=("references", "description"))
     console.print("train one: rpo-bench train --style S  ·  measure it: rpo-bench evaluate --style S --models ...")
 
 
@@ -33,7 +31,9 @@ GRID_HELP = "Also write a PNG grid of the first 24 reference images."
 
 @styles_app.command("show")
 def styles_show(name: str, grid: Path | None = typer.Option(None, help=GRID_HELP)) -> None:
-    """A style's settings, and its references when they are on this machine (a Hub source is fetched by `fetch`)."""
+    """A style's settings, and its references when they are on this machine.
+
+    A Hub source's references are fetched by `rpo-bench styles fetch S`."""
     from rpo_bench.style.registry import (
         MIN_REFERENCES,
         dataset_folder,
@@ -77,8 +77,10 @@ def _references_grid(name: str, references: list, out: Path) -> Path:
 
 @styles_app.command("fetch")
 def styles_fetch(name: str) -> None:
-    """Fetch a style's reference images once (a Hub dataset streamed into $RPO_BENCH_HOME/styles), so later runs
-    work offline; a folder or micro style has nothing to fetch."""
+    """Fetch a style's reference images once, so later runs work offline.
+
+    A Hub dataset is streamed into $RPO_BENCH_HOME/styles; a folder or micro
+    style has nothing to fetch."""
     from rpo_bench.style.registry import get_style, materialise_dataset, reference_images
 
     style = get_style(name)

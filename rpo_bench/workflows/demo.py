@@ -114,6 +114,32 @@ def command_line(config: DemoConfig, out_label: str | None = None) -> str:
     return f"{command} --out {out_label or shlex.quote(str(config.out))}"
 
 
+def full_demo_command(config: DemoConfig) -> str:
+    """The `rpo-bench demo` that runs `config` at full size: without --quick, and without its folder and
+    evaluation seeds, whose defaults differ from the quick run's (a full run in the quick run's folder would mix
+    the two)."""
+    words = ["rpo-bench", "demo"]
+    if config.style:
+        words += ["--style", config.style]
+    if tuple(config.methods) != DEFAULT_SET:
+        words += ["--methods", ",".join(config.methods)]
+    if tuple(config.train_seeds) != (0,):
+        words += ["--train-seeds", _seeds_text(config.train_seeds)]
+    for key, value in sorted(config.overrides.items()):
+        words += ["--set", f"{key}={value}"]
+    return shlex.join(words)
+
+
+def smoke_run_note(config: DemoConfig) -> str | None:
+    """What a --quick demo prints at its start and again under its results (None for a full demo): a smoke run
+    shows that every stage works, but its few prompts, images, steps and seeds give intervals too wide to rank
+    the methods, and a reader of the printed table should not take it for the result."""
+    if not config.quick:
+        return None
+    return ("smoke run (--quick): every stage on a tiny sample of prompts, images, training steps and seeds; its "
+            f"numbers are not evidence. The full demo: {full_demo_command(config)}")
+
+
 def relative_to(text: str, folder: Path) -> str:
     """Paths under the demo's folder (its trained runs are named by path in the store) shown relative to it, so
     that what is printed, written and committed names no machine path."""
