@@ -1,8 +1,9 @@
 """Every file rpo-bench writes goes through here: a temporary file in the same folder, fsync, then one rename.
 
 A kill (SIGKILL, power loss, a full disk) at any moment leaves either the old file or the new one at the final
-path, never a torn or empty one; the temporary file is removed on any error. New files get the usual permissions
-(0666 less the umask), not mkstemp's 0600, so colleagues can read reports and weights.
+path, never a torn or empty one; the temporary file is removed on any error. Every file gets the usual permissions
+(0666 less the umask) whatever its writer made it (safetensors creates 0600 files, as mkstemp does), so colleagues
+can read reports and weights.
 """
 
 from __future__ import annotations
@@ -37,6 +38,31 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask(folder: Path) -> int:
+    """The process's umask, read without changing it: os.umask can only be read by setting it, which would give a
+    file another thread creates meanwhile the wrong mode. Linux says it in /proc; elsewhere a probe file's mode
+    shows it (the kernel applies the umask to the 0o666 asked for)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    probe = folder / f".umask-probe.{os.getpid()}.{next(_COUNTER)}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return 0o666 & ~os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
+def new_file_mode(folder: Path | str = ".") -> int:
+    """The mode of a new file under the current umask: 0o644 under the usual 022, 0o600 under 077."""
+    return 0o666 & ~_umask(Path(folder))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,6 +93,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+            # the writer's own mode replaced by the umask's: safetensors makes 0600 files, which colleagues
+            # sharing the output (or a web server showing a report) cannot read
+            os.chmod(handle.fileno() if os.chmod in os.supports_fd else tmp, new_file_mode(path.parent))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from rpo_bench.core.config import home_dir
 from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.user_files import read_config
+from rpo_bench.evaluation.defaults import DEFAULT_MODELS
 
 # A setting with a fixed set of values is annotated with a Literal: validate() checks every such field of every
 # method's config against it, so a method file declares its choices once, in its dataclass.
@@ -29,6 +32,11 @@ Device = Literal["auto", "cpu", "cuda"]  # under a launcher, cuda means the laun
 LrScheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 # What `rpo-bench train` trains without --method; the base class, build_config and the help text all read it.
 DEFAULT_METHOD = "rpo"
+# What `rpo-bench train` fine-tunes without --model (or --style): the model `rpo-bench evaluate` evaluates without
+# --models, so the two commands start from the same embedded micro world.
+DEFAULT_MODEL = DEFAULT_MODELS[0]
+# Where a run goes without --output: $RPO_BENCH_HOME/runs/<model>-<method>[-<style>]-seed<seed>.
+RUNS_FOLDER = "runs"
 # A fractional --heldout-pairs holds out at most this many pairs: enough for an accuracy with a standard error near
 # 0.02, while 5% of Pick-a-Pic (50k pairs) would make every evaluation cost more than hundreds of training steps.
 HELDOUT_CAP = 500
@@ -49,14 +57,15 @@ class TrainConfig:
     """Fields every method shares."""
 
     method: str = setting(DEFAULT_METHOD, "Training method (rpo-bench methods lists them).")
-    model: str = setting("tiny-sd15", "Base model: a registry name or a local diffusers folder.")
+    model: str = setting(DEFAULT_MODEL, "Base model: a registry name or a local diffusers folder.")
     data: str = setting("", "Preference data: a Hugging Face dataset id, a .jsonl / .parquet file, or a folder. "
                         "Required.")
     data_split: str = setting("train", "Split of a Hugging Face dataset.")
     data_limit: int = setting(0, "Use only the first N rows (0: all).")
     data_stream: bool = setting(False, "Stream the first --data-limit rows of a Hub dataset into a local folder "
                                 "instead of downloading the whole dataset (Pick-a-Pic v2 is ~335 GB).")
-    output: str = setting("", "Output folder: weights, rpo_bench.json, model card, checkpoints. Required.")
+    output: str = setting("", "Output folder: weights, rpo_bench.json, model card, checkpoints (default: "
+                          f"$RPO_BENCH_HOME/{RUNS_FOLDER}/MODEL-METHOD[-STYLE]-seedSEED).")
     steps: int = setting(100, "Optimizer steps.")
     pairs_per_device: int = setting(4, "Preference pairs per device per micro-step (M of the RPO matrix, locally).")
     grad_accum: int = setting(1, "Micro-steps accumulated per optimizer step.")
@@ -85,7 +94,7 @@ class TrainConfig:
     snapshot_every: int = setting(0, "Also save the model every N steps as OUTPUT/snapshots/step-N, a folder that "
                                   "evaluate takes like the final output (0: none).")
     checkpoints_keep: int = setting(2, "How many checkpoints to keep.")
-    log_every: int = setting(1, "Print diagnostics every N steps.")
+    log_every: int = setting(1, "Print diagnostics every N steps, and at the last step (0: only there).")
     device: Device = setting("auto", "auto, cpu, cuda (under a launcher: the launcher's device).")
     name: str = setting("", "Also register the result under this name in the user model registry.")
     style: str = setting("", "Teach style S (rpo-bench styles lists them): the preference data is built from the "
@@ -244,8 +253,21 @@ def build_config(preset: str | None = None, file_values: Mapping[str, Any] | Non
         raise BadInputError(f"setting(s) {', '.join(misplaced)} do not apply to method {method} ({read_by})")
     values = {k: v for k, v in values.items() if k in allowed}
     config = config_class(**values)
+    if not config.output:
+        config.output = str(default_output(config))
     validate(config, sources)
     return config
+
+
+def default_output(config: TrainConfig) -> Path:
+    """The run folder when --output is not given: named by what tells runs apart at a glance (model, method, style,
+    seed), under the home, so a second run of the same command finds the first (and is refused without --resume,
+    as an explicit --output holding a run is)."""
+    model = Path(config.model).name if ("/" in config.model or "\\" in config.model) else config.model
+    parts = [model, config.method, *([config.style] if config.style else []), f"seed{config.seed}"]
+    # a local model folder's name may hold anything: only characters every file system and shell take unquoted
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", "-".join(parts)).strip("-.") or "run"
+    return home_dir() / RUNS_FOLDER / name
 
 
 def _require(ok: bool, name: str, value: Any, accepted: str, sources: Mapping[str, str]) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from rpo_bench.core.config import home_dir, writable_dir
 from rpo_bench.core.errors import BadInputError
-from rpo_bench.core.progress import progress_bar
+from rpo_bench.core.progress import progress_bar, stage
 from rpo_bench.core.sqlite_wal import enable_wal, retry_while_locked
 from rpo_bench.metrics import make_metric
 from rpo_bench.metrics.clip_score import DEFAULT_BACKBONE, HFClipBackbone
@@ -227,6 +227,9 @@ def compute_embeddings(data: PreferenceData, model: str = "tiny-clip", *, device
         vectors = cache.read(identity, list(first_index))  # damaged rows are dropped here and recomputed below
         todo = [i for sid, i in first_index.items() if sid not in vectors]
         if todo:
+            # a model folder by its name: the header stays one short line (the bar below names the folder)
+            stage("embeddings", f"{Path(model).name if '/' in model else model} features of {len(todo)} pair(s), "
+                  "cached for later runs")
             backbone = HFClipBackbone(source, device, dtype)
             with progress_bar(f"embed {model}", len(todo), show_progress) as advance:
                 for start in range(0, len(todo), batch_size):

@@ -20,6 +20,7 @@ from typing import Any
 
 from rpo_bench.core.config import home_dir, safe_child
 from rpo_bench.core.errors import BadInputError
+from rpo_bench.core.progress import stage
 from rpo_bench.evaluation.prompts import load_prompt_set
 from rpo_bench.metrics import make_metric
 from rpo_bench.micro.preference_settings import DEFAULTS, NAME, PAIR_SETTINGS, TUNABLE
@@ -82,5 +83,7 @@ def resolve_preference_source(source: str, show_progress: bool = True) -> str:
     # summary.json is written right after pairs.jsonl: without it the build stopped in between; finishing it
     # reuses every image and score
     if not (folder / "pairs.jsonl").is_file() or not (folder / "summary.json").is_file():
+        stage("building pairs", f"{NAME}: {DEFAULTS['model']} candidates ranked by {DEFAULTS['metric']} (built once, "
+              f"then reused from {folder})")
         build_micro_pickapic(folder, show_progress=show_progress)
     return str(folder)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from rpo_bench.core.atomic import atomic_path, atomic_write
 from rpo_bench.core.config import user_registry_file, writable_dir
 from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.registry import read_toml
+from rpo_bench.evaluation.defaults import CLI_DEFAULT_PROTOCOLS
 from rpo_bench.models.catalog import MODELS
 from rpo_bench.style.registry import get_style, references_fingerprint
 
@@ -116,6 +118,23 @@ def save_output(trainer, steps_done: int, folder: Path | None = None) -> None:
     atomic_write(_card_path(output), model_card(record))
     if folder is None and config.name and not check_name_free(config.name, output, overwrite=trainer.overwrite_name):
         register_model(config.name, spec_table_for_output(output, record), replace=trainer.overwrite_name)
+
+
+def evaluate_command(record: dict[str, Any], folder: str, quote: bool = True) -> str:
+    """The `rpo-bench evaluate` command line that measures a run as it was trained, from its record: a style run
+    by its style (whose prompts, metrics and base model as the baseline follow), any other beside its base model,
+    under the base model's protocol when `evaluate` would not use it by default. `quote`: False for a placeholder
+    such as "<this folder>" in the model card."""
+    style = record.get("style")
+    shown = shlex.quote(folder) if quote else folder
+    if style:
+        return f"rpo-bench evaluate --style {shlex.quote(style['name'])} --models {shown}"
+    base = record["config"]["model"]
+    command = f"rpo-bench evaluate --models {shlex.quote(base) + ',' + shown if quote else f'{base},{shown}'}"
+    protocol = record.get("protocol")
+    if protocol and protocol not in CLI_DEFAULT_PROTOCOLS.split(","):
+        command += f" --protocol {shlex.quote(protocol)}"
+    return command
 
 
 def style_record(config) -> dict[str, Any] | None:
@@ -270,7 +289,7 @@ Trained with rpo-bench: {record['steps_done']} steps of {method} on `{record['da
 
 - Weights: {weights}
 - Base model: `{base.get('repo') or base.get('tiny')}` (fingerprint `{record['base_fingerprint'][:16]}`)
-{convention_line}{heldout_line}{style_line}- Evaluate it: `rpo-bench evaluate --models <this folder>`
+{convention_line}{heldout_line}{style_line}- Evaluate it: `{evaluate_command(record, "<this folder>", quote=False)}`
 
 | setting | value |
 |---|---|

@@ -22,7 +22,7 @@ from typing import Any
 from rpo_bench.core.atomic import atomic_write
 from rpo_bench.core.config import home_dir, resolve_device, safe_child
 from rpo_bench.core.errors import BadInputError
-from rpo_bench.core.progress import progress_bar
+from rpo_bench.core.progress import progress_bar, stage
 from rpo_bench.core.user_files import read_bytes
 from rpo_bench.metrics import make_metric
 from rpo_bench.models.catalog import resolve_model
@@ -73,6 +73,7 @@ def build_style_pairs(style: Style, mode: str = "reference", *, source: str | No
     if (folder / SUMMARY_FILE).is_file():
         return folder
     started = time.perf_counter()
+    stage("building pairs", f"style {style.name}, {mode} mode (built once, then reused from {folder})")
     if mode == "reference":
         rows, summary = _reference_rows(style, per_reference, device, show_progress)
     else:
@@ -118,6 +119,8 @@ def _reference_bytes(style: Style, reference: Reference) -> bytes:
 def _reference_rows(style: Style, per_reference: int, device: str,
                     show_progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     references = reference_images(style)
+    stage("generating losers", f"{per_reference * len(references)} {style.base_model} image(s) of the "
+          f"{len(references)} references' captions")
     losers = base_images_for_references(style, per_reference, device=device, show_progress=show_progress)
     rows = []
     for reference, images in zip(references, losers, strict=True):
