@@ -101,7 +101,8 @@ BROKEN_FOLDERS = {
     "empty-text-encoder": ("sd15", lambda f: (f / "text_encoder" / "model.safetensors").write_bytes(b""),
                            ("text_encoder/model.safetensors is empty",)),
     "garbage-unet": ("sd15", lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(
-        os.urandom(4096)), ("unet/diffusion_pytorch_model.safetensors", "not a readable safetensors file")),
+        random.Random(4096).randbytes(4096)),
+                     ("unet/diffusion_pytorch_model.safetensors", "not a readable safetensors file")),
     "model-index-without-components": ("sd15", _no_components, ("model_index.json lists no unet",)),
     "model-index-not-json": ("sd15", _write("model_index.json", '{"_class_name": "StableDiffusionPipeline",'),
                              ("model_index.json is not valid JSON",)),
@@ -479,7 +480,7 @@ def test_open_clip_names_are_checked_before_anything_loads(source, fragment):
 @pytest.mark.slow
 def test_open_clip_garbage_checkpoint_file_is_unreadable_not_missing(tmp_path):
     garbage = tmp_path / "weights.pt"
-    garbage.write_bytes(os.urandom(1024))
+    garbage.write_bytes(random.Random(1024).randbytes(1024))  # seeded: the same bytes on every run
     with pytest.raises(BadInputError) as caught:
         make_metric(f"clip:open_clip:ViT-S-32/{garbage}").load("cpu", torch.float32)
     message = _one_line(caught.value, f"{garbage} is not a PyTorch checkpoint (cannot be read")

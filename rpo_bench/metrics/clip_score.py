@@ -169,8 +169,10 @@ class OpenClipBackbone:
         checkpoint = check_open_clip_source(arch, pretrained, what) if pretrained else None
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
-        except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-            # open_clip's failures by cause: a tag not downloaded, an unreadable file, another model's weights
+        except (RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, EOFError,
+                pickle.UnpicklingError) as exc:
+            # open_clip's failures by cause: a tag not downloaded, an unreadable file (torch.load on arbitrary
+            # bytes raises any of these), another model's weights
             if checkpoint is None:
                 raise MissingWeightsError(f"open_clip weights {source} are not on this machine: "
                                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
