@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from rpo_bench.style.registry import STYLES, get_style
+from tests.conftest import private_home, striped_references
 
 N_REFERENCES = 20
 
@@ -21,17 +22,9 @@ def module_home(tmp_path_factory, session_home):
     `mini-sketch` (20 micro sketch renders). Built tiny models are shared with the session, and the image cache
     with every test of this module (base images are generated once)."""
     tmp_path = tmp_path_factory.mktemp("styles")
-    home = tmp_path / "home"
-    home.mkdir()
-    (session_home / "models").mkdir(exist_ok=True)
-    (home / "models").symlink_to(session_home / "models", target_is_directory=True)
+    home = private_home(tmp_path, session_home)
     folder = tmp_path / "refs"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(N_REFERENCES):
-        stripes = np.zeros((32, 32, 3), dtype=np.uint8)
-        stripes[:, ::4] = rng.integers(0, 255, 3, dtype=np.uint8)
-        Image.fromarray(stripes).save(folder / f"{i:02d}.png")
+    striped_references(folder, N_REFERENCES, seed=1, axis=1)
     (home / "registry.toml").write_text(
         f'[styles.painted]\nfolder = "{folder}"\ncaption = "a painting"\nprompts = "smoke"\nbase_model = "tiny-sd15"\n'
         f'embedding = "tiny-clip:0"\nreferences = {N_REFERENCES}\ncsd = false\n'

@@ -15,12 +15,11 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from rpo_bench.cli import main
 from rpo_bench.style.registry import STYLES
+from tests.conftest import private_home, striped_references
 from tests.test_training import preference_folder  # noqa: F401 - the shared session fixture
 
 STYLE = "tiny-painted"
@@ -68,20 +67,12 @@ def style_home(tmp_path_factory, session_home):
     """A home with the session's built tiny models and one user style: twenty captioned striped references,
     tiny-sd15 losers."""
     root = tmp_path_factory.mktemp("train-output")
-    home = root / "home"
-    home.mkdir()
-    (session_home / "models").mkdir(exist_ok=True)
-    (home / "models").symlink_to(session_home / "models", target_is_directory=True)
+    home = private_home(root, session_home)
     references = root / "refs"
-    references.mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(N_REFERENCES):
-        stripes = np.zeros((32, 32, 3), dtype=np.uint8)
-        stripes[::4] = rng.integers(0, 255, 3, dtype=np.uint8)
-        Image.fromarray(stripes).save(references / f"{i}.png")
+    names = striped_references(references, N_REFERENCES, seed=2, axis=0)
     # a caption each: the losers come from one generation call (one caption for all would make one per image)
-    (references / "captions.jsonl").write_text("".join(f'{{"file": "{i}.png", "caption": "painting number {i}"}}\n'
-                                                       for i in range(N_REFERENCES)), encoding="utf-8")
+    (references / "captions.jsonl").write_text("".join(f'{{"file": "{name}", "caption": "painting number {i}"}}\n'
+                                                       for i, name in enumerate(names)), encoding="utf-8")
     (home / "registry.toml").write_text(
         f'[styles.{STYLE}]\nfolder = "{references}"\nprompts = "smoke"\n'
         f'base_model = "tiny-sd15"\nembedding = "tiny-clip:0"\nreferences = {N_REFERENCES}\ncsd = false\n',
