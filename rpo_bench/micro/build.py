@@ -149,7 +149,8 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None
         vae, vae_report = train_micro_vae(seed=seed, steps=vae_steps, show_progress=show_progress, mix=recipe.vae_mix,
                                           downsampling=recipe.vae_downsampling,
                                           perceptual_weight=recipe.vae_perceptual,
-                                          adversarial_weight=recipe.vae_adversarial)
+                                          adversarial_weight=recipe.vae_adversarial,
+                                          chroma_weight=recipe.vae_chroma)
         vae.save_pretrained(tmp)
         return vae_report
 
