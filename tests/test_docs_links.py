@@ -1,6 +1,6 @@
 """Every relative link in the README, CONTRIBUTING, docs/, leaderboards/ and benchmarks/ pages resolves: the file
 exists and, for `page.md#anchor`, the page has that heading. mkdocs (`mkdocs build --strict` in CI) checks the
-site's pages among themselves; this also covers links that leave docs/ and the pages outside the site."""
+site's pages, where a link leaving docs/ is an error; this also covers the pages outside the site."""
 
 from __future__ import annotations
 
