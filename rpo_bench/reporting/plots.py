@@ -81,43 +81,50 @@ def _short(text: str, limit: int = 40) -> str:
     return text.replace("$", r"\$")
 
 
-BETTER_COLOUR = "#2a7a4a"  # the interval is wholly on the better side of zero
-WORSE_COLOUR = "#c44e52"  # wholly on the worse side
-UNRESOLVED_COLOUR = "#8c8c8c"  # it holds zero: no difference resolved
+BETTER_COLOUR = "#2a7"  # the interval is wholly on the better side of zero
+WORSE_COLOUR = "#c44"  # wholly on the worse side
+UNRESOLVED_COLOUR = "#888"  # it holds zero: no difference resolved
+
+
+def verdict_colour(low: float, high: float, higher_is_better: bool = True) -> str:
+    """A difference's colour by where its 95% interval lies: better side of zero, worse side, or across it."""
+    if low <= 0.0 <= high:
+        return UNRESOLVED_COLOUR
+    return BETTER_COLOUR if (low > 0) == higher_is_better else WORSE_COLOUR
+
+
+def draw_differences(axes, names: Sequence[str], estimates: Sequence[float], lows: Sequence[float],
+                     highs: Sequence[float], colours: Sequence[str]) -> None:
+    """Paired differences as horizontal bars with their 95% intervals and a line at zero, the first name on top:
+    the one drawing of "which model moved what, and is it more than noise", for the report's tables and the
+    leaderboards' differences.png alike."""
+    below = [max(0.0, m - lo) for m, lo in zip(estimates, lows, strict=True)]
+    above = [max(0.0, hi - m) for m, hi in zip(estimates, highs, strict=True)]
+    axes.barh(range(len(names)), estimates, xerr=[below, above], color=colours, capsize=3)
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_yticks(range(len(names)), names)
+    axes.invert_yaxis()
 
 
 def differences_png(rows: Sequence[SummaryRow], baseline: str, title: str) -> bytes:
-    """Each model's paired difference from the baseline with its 95% interval, one horizontal bar per model, and a
-    line at zero: what the leaderboards' differences.png shows (workflows.compare_plot), for a report table. Means
-    of similar models sit close together (all about 0.78); their differences are what a comparison is about.
-    A bar is green when its interval lies on the better side of zero, red on the worse side, gray when it holds
-    zero. Same rows -> same bytes."""
+    """Each model's paired difference from the baseline with its 95% interval (draw_differences), for a report
+    table. Means of similar models sit close together (all about 0.78); their differences are what a comparison
+    is about. Same rows -> same bytes."""
     compared = [row for row in rows if row.versus is not None and row.model != baseline]
     figure = new_figure(WIDTH_IN, INCHES_PER_MODEL * max(1, len(compared)) + 1.1)
     axes = figure.add_subplot()
     if compared:
-        positions = list(range(len(compared)))[::-1]  # the first row on top, as in the table
-        middle = [row.versus.difference.estimate for row in compared]
-        low = [max(0.0, m - row.versus.difference.low) for m, row in zip(middle, compared, strict=True)]
-        high = [max(0.0, row.versus.difference.high - m) for m, row in zip(middle, compared, strict=True)]
-        colours = [_verdict_colour(row) for row in compared]
-        axes.barh(positions, middle, xerr=[low, high], color=colours, capsize=3, ecolor="#333333")
-        axes.set_yticks(positions, [_short(row.model) for row in compared])
+        differences = [row.versus.difference for row in compared]
+        draw_differences(axes, [_short(row.model) for row in compared], [d.estimate for d in differences],
+                         [d.low for d in differences], [d.high for d in differences],
+                         [verdict_colour(d.low, d.high, row.higher_is_better)
+                          for d, row in zip(differences, compared, strict=True)])
         direction = "higher" if compared[0].higher_is_better else "lower"
         axes.set_xlabel(f"difference from {_short(baseline)} with 95% interval ({direction} is better)", fontsize=8)
     else:
         axes.text(0.5, 0.5, "no model shares a sample with the baseline", ha="center", va="center",
                   transform=axes.transAxes)
         axes.set_yticks([])
-    axes.axvline(0, color="#333333", linewidth=0.8)
     figure.suptitle(_short(title, TITLE_CHARS), fontsize=9)
     axes.tick_params(labelsize=8)
     return figure_png(figure)
-
-
-def _verdict_colour(row: SummaryRow) -> str:
-    difference = row.versus.difference
-    if not difference.excludes(0.0):
-        return UNRESOLVED_COLOUR
-    better = difference.low > 0 if row.higher_is_better else difference.high < 0
-    return BETTER_COLOUR if better else WORSE_COLOUR

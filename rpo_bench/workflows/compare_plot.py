@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rpo_bench.reporting.plots import figure_png, new_figure
+from rpo_bench.reporting.plots import draw_differences, figure_png, new_figure, verdict_colour
 
 
 def _method_rows(rows: Sequence[Mapping], base: str) -> list[Mapping]:
@@ -20,16 +20,10 @@ def differences_png(metrics: Mapping[str, Sequence[Mapping]], base: str = "micro
     figure = new_figure(6.4, 0.5 + 1.3 * max(len(panels), 1))
     axes = figure.subplots(max(len(panels), 1), 1, squeeze=False)
     for ax, (metric, rows) in zip(axes[:, 0], panels, strict=False):
-        names = [r["model"] for r in rows]
-        middle = [r["difference"]["estimate"] for r in rows]
-        low = [m - r["difference"]["low"] for m, r in zip(middle, rows, strict=True)]
-        high = [r["difference"]["high"] - m for m, r in zip(middle, rows, strict=True)]
-        colours = ["#2a7" if r["difference"]["low"] > 0 else "#c44" if r["difference"]["high"] < 0 else "#888"
-                   for r in rows]
-        ax.barh(range(len(rows)), middle, xerr=[low, high], color=colours, capsize=3)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(range(len(rows)), names)
-        ax.invert_yaxis()
+        differences = [r["difference"] for r in rows]
+        draw_differences(ax, [r["model"] for r in rows], [d["estimate"] for d in differences],
+                         [d["low"] for d in differences], [d["high"] for d in differences],
+                         [verdict_colour(d["low"], d["high"]) for d in differences])
         ax.set_title(f"{metric}: difference from {base} [95% CI]", fontsize=9)
         ax.tick_params(labelsize=8)
     return figure_png(figure)
