@@ -130,7 +130,7 @@ def evaluate_command(record: dict[str, Any], folder: str, quote: bool = True) ->
     if style:
         return f"rpo-bench evaluate --style {shlex.quote(style['name'])} --models {shown}"
     base = record["config"]["model"]
-    command = f"rpo-bench evaluate --models {shlex.quote(base) + ',' + shown if quote else f'{base},{shown}'}"
+    command = f"rpo-bench evaluate --models {shlex.quote(base) if quote else base},{shown}"
     protocol = record.get("protocol")
     if protocol and protocol not in CLI_DEFAULT_PROTOCOLS.split(","):
         command += f" --protocol {shlex.quote(protocol)}"
