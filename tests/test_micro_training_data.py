@@ -42,3 +42,20 @@ def test_the_base_mix_is_unchanged_by_the_partial_option():
     images, prompts = training_batch(np.random.default_rng(5), 8)
     assert prompts[0] == "a small red triangle on the left, gray background, in the style of van gogh"
     assert hashlib.sha256(images.numpy().tobytes()).hexdigest()[:12] == "66dca0a28d25"
+
+
+def test_noisy_captions_name_wrong_values_at_the_asked_rate_and_never_a_held_out_pair():
+    """World v2's base learns from captions whose content attributes are each wrong with probability p (web
+    alt-text), so it draws crisp scenes that sometimes miss the prompt; no caption names a micro-test pair."""
+    from rpo_bench.micro.scenes import CONTENT_ATTRIBUTES, HELD_OUT_PAIRS, parse_prompt, sample_scenes
+    from rpo_bench.micro.training_data import miscaption
+
+    rng = np.random.default_rng(0)
+    scenes = sample_scenes(rng, 2000, split="train", styles=("plain",))
+    captioned = [miscaption(scene, rng, 0.2, "train") for scene in scenes]
+    wrong = np.mean([[getattr(a, k) != getattr(b, k) for k in CONTENT_ATTRIBUTES]
+                     for a, b in zip(scenes, captioned, strict=True)])
+    assert 0.17 < wrong < 0.21  # a held-out pair is never the swap, so a few swaps have fewer choices
+    assert not any(scene.held_out for scene in captioned)
+    _, prompts = training_batch(np.random.default_rng(1), 400, caption_noise=0.3)
+    assert not any((parse_prompt(p).get("shape"), parse_prompt(p).get("colour")) in HELD_OUT_PAIRS for p in prompts)

@@ -25,7 +25,7 @@ from rpo_bench.micro.clip_train import train_micro_clip
 from rpo_bench.micro.judge import train_judge
 from rpo_bench.micro.unet_train import SD_BETAS, train_micro_unet
 from rpo_bench.micro.vae_train import train_micro_vae
-from rpo_bench.micro.world import LATEST, world_recipe
+from rpo_bench.micro.world import LATEST, WorldRecipe, world_recipe
 from rpo_bench.models.fingerprint import sha256_file
 from rpo_bench.models.tokenizer import clip_tokenizer, write_clip_tokenizer_files
 
@@ -92,12 +92,14 @@ def _world_of(out: Path) -> int:
 
 def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None, vae_steps: int | None = None,
                 unet_steps: int | None = None, unet_pool: int = 40000, judge_steps: int = 3000, threads: int = 1,
-                show_progress: bool = True, world: int | None = None) -> dict:
+                show_progress: bool = True, world: int | None = None, recipe: WorldRecipe | None = None) -> dict:
     """Step counts left as None are the world's recipe's (rpo_bench/micro/world.py). `world` None: the world of
-    the stages already in `out` (so a plain rerun resumes or completes it), the latest for an empty folder."""
+    the stages already in `out` (so a plain rerun resumes or completes it), the latest for an empty folder.
+    `recipe`: a variant of that world's recipe, for experiments (experiments/micro_unet_variants.py); build.json
+    records whichever recipe ran."""
     if world is None:
         world = _world_of(out)
-    recipe = world_recipe(world)
+    recipe = world_recipe(world) if recipe is None else recipe
     clip_steps = recipe.clip_steps if clip_steps is None else clip_steps
     vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
     unet_steps = recipe.unet_steps if unet_steps is None else unet_steps
@@ -173,6 +175,8 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None
         unet, unet_report = train_micro_unet(vae, text_encoder, tokenizer, seed=seed, steps=unet_steps,
                                              pool_size=unet_pool, show_progress=show_progress,
                                              levels=recipe.unet_levels, ema_decay=recipe.unet_ema_decay,
+                                             ema_warmup=recipe.unet_ema_warmup,
+                                             caption_noise=recipe.unet_caption_noise,
                                              curve_every=max(unet_steps // 20, 1))
         scheduler = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,

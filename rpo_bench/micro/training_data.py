@@ -8,6 +8,12 @@ The micro CLIP (world v2) also sees partial and mixed styles: a render blended w
 scene (or with another style's), captioned with how much of which style it has ("..., with a faint touch of
 pencil sketch", "..., half watercolor and half pixel art"), so that its image embedding carries the degree of a
 style, which a style probe must read on the partly stylised images a style-trained model draws.
+
+The base UNet of world v2 also learns from noisy captions (`caption_noise`): web alt-text often names a colour or
+a shape the picture does not show, and that, not blurry pictures, is why SD follows prompts imperfectly while
+drawing sharply. A caption's content attributes are each swapped for another value with that probability (the
+image stays as rendered), so the base draws crisp scenes that sometimes miss what the prompt asked: the room
+preference alignment has to work in.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 
 from rpo_bench.micro.render import render_batch
-from rpo_bench.micro.scenes import STYLES, sample_scenes, scene_prompt
+from rpo_bench.micro.scenes import CONTENT_ATTRIBUTES, STYLES, VOCABULARIES, Scene, sample_scenes, scene_prompt
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,25 @@ def _partial(scene, rng: np.random.Generator, styled: list[str]) -> tuple[list, 
             f"{degree_words(strength)} {STYLE_WORDS[first]}")
 
 
+def miscaption(scene: Scene, rng: np.random.Generator, noise: float, split: str) -> Scene:
+    """The scene a noisy caption describes: each content attribute swapped for another value with probability
+    `noise`. In the training split a swap never names a held-out shape x colour pair, so micro-test stays unseen."""
+    swaps = rng.random(len(CONTENT_ATTRIBUTES)) < noise
+    picks = rng.random(len(CONTENT_ATTRIBUTES))
+    for attribute, swap, pick in zip(CONTENT_ATTRIBUTES, swaps, picks, strict=True):
+        if not swap:
+            continue
+        others = [v for v in VOCABULARIES[attribute] if v != getattr(scene, attribute)
+                  and (split != "train" or not replace(scene, **{attribute: v}).held_out)]
+        if others:
+            scene = replace(scene, **{attribute: others[int(pick * len(others))]})
+    return scene
+
+
 def training_batch(rng: np.random.Generator, n: int, split: str = "train", mix: StyleMix = StyleMix(),
-                   jitter: bool = True) -> tuple[torch.Tensor, list[str]]:
-    """Images in [-1, 1] as [n, 3, 32, 32] float32, and their prompts."""
+                   jitter: bool = True, caption_noise: float = 0.0) -> tuple[torch.Tensor, list[str]]:
+    """Images in [-1, 1] as [n, 3, 32, 32] float32, and their prompts; `caption_noise` > 0 miscaptions content
+    (see `miscaption`); at 0 it draws nothing from `rng`, so the worlds built without it keep their bytes."""
     scenes = sample_scenes(rng, n, split=split, styles=("plain",))
     draws = rng.random(n)
     styled = [s for s in STYLES if s != "plain"]
@@ -70,6 +92,8 @@ def training_batch(rng: np.random.Generator, n: int, split: str = "train", mix: 
         if draws[i] < whole:
             scenes[i] = replace(scene, style=styled[int(rng.integers(len(styled)))])
         named = scenes[i] if draws[i] < mix.styled_named else replace(scenes[i], style="plain")
+        if caption_noise > 0:
+            named = miscaption(named, rng, caption_noise, split)
         prompts.append(scene_prompt(named))
     seeds = rng.integers(0, 2**31, size=n).tolist() if jitter else [None] * n
     pixels = render_batch(scenes, seeds)

@@ -35,6 +35,8 @@ class WorldRecipe:
     unet_levels: int
     unet_steps: int
     unet_ema_decay: float
+    unet_ema_warmup: bool  # diffusers' EMA warm-up, so that the average never holds the random start (unet_train.py)
+    unet_caption_noise: float  # share of each training caption's content attributes named wrong (miscaption)
     # micro CLIP
     clip_steps: int
     clip_mix: StyleMix
@@ -47,10 +49,12 @@ class WorldRecipe:
 WORLDS: dict[int, WorldRecipe] = {
     1: WorldRecipe(version=1, vae_downsampling=4, vae_steps=800, vae_mix=StyleMix(), vae_perceptual=0.0,
                    vae_adversarial=0.0, vae_chroma=0.0, unet_levels=2, unet_steps=1200, unet_ema_decay=0.99,
+                   unet_ema_warmup=False, unet_caption_noise=0.0,
                    clip_steps=1500, clip_mix=StyleMix()),
     2: WorldRecipe(version=2, vae_downsampling=2, vae_steps=1200, vae_mix=StyleMix(styled_named=0.5),
                    vae_perceptual=1.0, vae_adversarial=0.0, vae_chroma=20.0, unet_levels=3, unet_steps=3000,
-                   unet_ema_decay=0.999, clip_steps=2000, clip_mix=StyleMix(styled_named=0.3, partial=0.3)),
+                   unet_ema_decay=0.999, unet_ema_warmup=True, unet_caption_noise=0.15,
+                   clip_steps=2000, clip_mix=StyleMix(styled_named=0.3, partial=0.3)),
 }
 LATEST = max(WORLDS)
 
