@@ -783,6 +783,7 @@ CASES: list[Case] = [
       "-1"),
     C("micro-preferences-label-noise-nan", "numbers", "micro preferences --out {tmp}/p --label-noise nan", "nan"),
     C("micro-build-threads-zero", "numbers", "micro build --out {tmp}/m --threads 0", "--threads 0"),
+    C("micro-build-jobs-three", "numbers", "micro build --out {tmp}/m --jobs 3", "--jobs 3"),
     C("micro-grid-prompts-zero", "numbers", "micro grid --out {tmp}/g.png --prompts 0", "--prompts 0"),
     C("micro-build-seed-negative", "numbers", "micro build --out {tmp}/m --seed -1", "--seed -1"),
     C("micro-preferences-pairs-per-prompt-zero", "numbers", "micro preferences --out {tmp}/p --pairs-per-prompt 0",

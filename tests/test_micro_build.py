@@ -15,8 +15,9 @@ TOY = dict(clip_steps=2, vae_steps=2, unet_steps=2, unet_pool=64, judge_steps=2,
 @pytest.mark.slow
 def test_build_is_seeded_and_resumes_by_stage(tmp_path):
     first = build_micro(tmp_path / "a", seed=3, **TOY)  # the latest world's recipe
-    second = build_micro(tmp_path / "b", seed=3, **TOY)
-    assert first["sha256"] == second["sha256"]  # same seed, same bytes
+    second = build_micro(tmp_path / "b", seed=3, jobs=2, **TOY)  # the VAE trained in a second process
+    assert first["sha256"] == second["sha256"]  # same seed, same bytes, however many processes
+    assert not list((tmp_path / "b").glob(".*"))  # no stage's temporary folder is left behind
     expected = {"judge.safetensors", "micro-clip/model.safetensors",
                 "micro-base/unet/diffusion_pytorch_model.safetensors"}
     assert expected <= set(first["sha256"])
@@ -105,6 +106,25 @@ def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(tmp_path, monke
     monkeypatch.setattr(build_module, "train_micro_unet", after_the_kept_vae)
     resumed = build_micro(tmp_path / "stopped", seed=2, **TOY)
     assert resumed["sha256"] == whole["sha256"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_two_process_build_ends_its_second_process(tmp_path, monkeypatch):
+    """Ctrl-C (or a failure) in the judge or CLIP stage ends the VAE's process at once and leaves no half-written
+    VAE where a rerun would take it for a finished stage."""
+    import multiprocessing
+
+    import rpo_bench.micro.build as build_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "train_micro_clip", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_micro(tmp_path / "w", seed=3, jobs=2, **TOY)
+    assert multiprocessing.active_children() == []
+    left = sorted(p.name for p in (tmp_path / "w").iterdir())
+    assert left == [".micro-clip.tmp", "judge.json", "judge.safetensors"]  # a stage's tmp is cleared at the rerun
 
 
 @pytest.mark.slow

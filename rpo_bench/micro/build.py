@@ -24,7 +24,7 @@ from rpo_bench.core.progress import silence_library_progress
 from rpo_bench.micro.clip_train import train_micro_clip
 from rpo_bench.micro.judge import train_judge
 from rpo_bench.micro.unet_train import SD_BETAS, train_micro_unet
-from rpo_bench.micro.vae_train import train_micro_vae
+from rpo_bench.micro.vae_stage import VaeStageBeside, train_vae_stage
 from rpo_bench.micro.world import LATEST, WorldRecipe, world_recipe
 from rpo_bench.models.fingerprint import sha256_file
 from rpo_bench.models.tokenizer import clip_tokenizer, write_clip_tokenizer_files
@@ -51,8 +51,9 @@ def _write_report(path: Path, report: dict) -> None:
     atomic_write(path, json.dumps(report, indent=1))
 
 
-def _stage(out: Path, name: str, report: dict, build, settings: dict) -> bool:
-    """Build one stage unless present; True when it ran. Its report keeps the settings it ran with."""
+def _stage(out: Path, name: str, report: dict, build, settings: dict, began: float | None = None) -> bool:
+    """Build one stage unless present; True when it ran. Its report keeps the settings it ran with. `began`: when
+    a stage that another process trained was started (its wall time counts from there)."""
     final = out / name
     if final.exists():
         return False
@@ -60,7 +61,7 @@ def _stage(out: Path, name: str, report: dict, build, settings: dict) -> bool:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    began = time.perf_counter()
+    began = time.perf_counter() if began is None else began
     report[name] = build(tmp)
     report[name]["wall_seconds"] = round(time.perf_counter() - began, 1)
     report[name]["settings"] = settings
@@ -69,7 +70,7 @@ def _stage(out: Path, name: str, report: dict, build, settings: dict) -> bool:
     return True
 
 
-def _check_build_settings(out: Path, *, seed: int, threads: int, **steps: int) -> None:
+def _check_build_settings(out: Path, *, seed: int, threads: int, jobs: int, **steps: int) -> None:
     """Refuse, before any stage starts, what would otherwise fail deep inside numpy or torch."""
     if Path(out).exists() and not Path(out).is_dir():
         raise BadInputError(f"--out {out} is a file; accepted: a folder (created if missing)")
@@ -77,9 +78,38 @@ def _check_build_settings(out: Path, *, seed: int, threads: int, **steps: int) -
         raise BadInputError(f"--seed {seed}; accepted: an integer from 0 to {2**32 - 1}")
     if threads < 1:
         raise BadInputError(f"--threads {threads}; accepted: an integer >= 1")
+    if jobs not in (1, 2):
+        raise BadInputError(f"--jobs {jobs}; accepted: 1 (one stage at a time) or 2 (the VAE beside the judge and "
+                            "CLIP)")
     for name, value in steps.items():
         if value < 1:
             raise BadInputError(f"--{name.replace('_', '-')} {value}; accepted: an integer >= 1")
+
+
+def _judge_and_clip(out: Path, report: dict, recipe: WorldRecipe, *, seed: int, clip_steps: int, judge_steps: int,
+                    threads: int, show_progress: bool) -> bool:
+    """The judge and micro CLIP stages, each unless present; True when one ran."""
+    from transformers import CLIPModel  # noqa: PLC0415 - transformers loads in seconds: on first use
+
+    ran = False
+    if not (out / "judge.safetensors").is_file():  # the judge writes its own two files atomically
+        began = time.perf_counter()
+        judge = train_judge(seed=seed, steps=judge_steps, out_dir=out, progress=show_progress, threads=threads,
+                            eval_size=200 if judge_steps < 100 else 2000)
+        report["judge"] = {"wall_seconds": round(time.perf_counter() - began, 1),
+                           "held_out_accuracy_clean": judge["accuracy"]["clean"],
+                           "settings": dict(seed=seed, judge_steps=judge_steps, torch_threads=threads)}
+        ran = True
+
+    def clip_stage(tmp: Path) -> dict:
+        # atomic: writes into the stage's temporary folder, which _stage renames as a whole
+        result = train_micro_clip(tmp, seed=seed, steps=clip_steps, show_progress=show_progress, mix=recipe.clip_mix)
+        CLIPModel.from_pretrained(tmp).half().save_pretrained(tmp)
+        _compact_tokenizer(tmp)
+        return result
+
+    settings = dict(seed=seed, clip_steps=clip_steps, world=recipe.version)
+    return _stage(out, "micro-clip", report, clip_stage, settings) or ran
 
 
 def _world_of(out: Path) -> int:
@@ -92,21 +122,22 @@ def _world_of(out: Path) -> int:
 
 def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None, vae_steps: int | None = None,
                 unet_steps: int | None = None, unet_pool: int = 40000, judge_steps: int = 3000, threads: int = 1,
-                show_progress: bool = True, world: int | None = None, recipe: WorldRecipe | None = None) -> dict:
+                show_progress: bool = True, world: int | None = None, recipe: WorldRecipe | None = None,
+                jobs: int = 1) -> dict:
     """Step counts left as None are the world's recipe's (rpo_bench/micro/world.py). `world` None: the world of
     the stages already in `out` (so a plain rerun resumes or completes it), the latest for an empty folder.
     `recipe`: a variant of that world's recipe, for experiments (experiments/micro_unet_variants.py); build.json
-    records whichever recipe ran."""
+    records whichever recipe ran. `jobs` 2 trains the VAE in a second process beside the judge and CLIP
+    (vae_stage.py): the same bytes in less wall time on two cores."""
     if world is None:
         world = _world_of(out)
     recipe = world_recipe(world) if recipe is None else recipe
     clip_steps = recipe.clip_steps if clip_steps is None else clip_steps
     vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
     unet_steps = recipe.unet_steps if unet_steps is None else unet_steps
-    _check_build_settings(out, seed=seed, threads=threads, clip_steps=clip_steps, vae_steps=vae_steps,
+    _check_build_settings(out, seed=seed, threads=threads, jobs=jobs, clip_steps=clip_steps, vae_steps=vae_steps,
                           unet_steps=unet_steps, unet_pool=unet_pool, judge_steps=judge_steps)
     from transformers import CLIPModel  # noqa: PLC0415 - transformers loads in seconds: on first use
-
 
     # One thread: these models are too small to gain from a second, and on a busy machine two threads wait on
     # each other at every op barrier (measured: 15x slower steps while another job ran).
@@ -124,40 +155,24 @@ def build_micro(out: Path = ASSETS, seed: int = 0, clip_steps: int | None = None
     report["world"] = world
     report["recipe"] = recipe.record()
     report["settings"] = dict(seed=seed, clip_steps=clip_steps, vae_steps=vae_steps, unet_steps=unet_steps,
-                              unet_pool=unet_pool, judge_steps=judge_steps, torch_threads=torch.get_num_threads())
+                              unet_pool=unet_pool, judge_steps=judge_steps, torch_threads=torch.get_num_threads(),
+                              jobs=jobs)
     ran = False
-    if not (out / "judge.safetensors").is_file():  # the judge writes its own two files atomically
-
-        began = time.perf_counter()
-        judge = train_judge(seed=seed, steps=judge_steps, out_dir=out, progress=show_progress, threads=threads,
-                            eval_size=200 if judge_steps < 100 else 2000)
-        report["judge"] = {"wall_seconds": round(time.perf_counter() - began, 1),
-                           "held_out_accuracy_clean": judge["accuracy"]["clean"],
-                           "settings": dict(seed=seed, judge_steps=judge_steps, torch_threads=threads)}
-        ran = True
-
-    def clip_stage(tmp: Path) -> dict:
-        # atomic: writes into the stage's temporary folder, which _stage renames as a whole
-        result = train_micro_clip(tmp, seed=seed, steps=clip_steps, show_progress=show_progress, mix=recipe.clip_mix)
-        CLIPModel.from_pretrained(tmp).half().save_pretrained(tmp)
-        _compact_tokenizer(tmp)
-        return result
-
-    ran |= _stage(out, "micro-clip", report, clip_stage, dict(seed=seed, clip_steps=clip_steps, world=world))
-
-    def vae_stage(tmp: Path) -> dict:
-        # atomic: writes into the stage's temporary folder, which _stage renames as a whole. Kept in fp32 until
-        # the base stage has encoded its latents with it, so that a resumed build makes the same bytes.
-        vae, vae_report = train_micro_vae(seed=seed, steps=vae_steps, show_progress=show_progress, mix=recipe.vae_mix,
-                                          downsampling=recipe.vae_downsampling,
-                                          perceptual_weight=recipe.vae_perceptual,
-                                          adversarial_weight=recipe.vae_adversarial,
-                                          chroma_weight=recipe.vae_chroma)
-        vae.save_pretrained(tmp)
-        return vae_report
-
-    if not (out / "micro-base").exists():  # the finished base holds the VAE: its own stage folder is gone then
-        ran |= _stage(out, "micro-vae", report, vae_stage, dict(seed=seed, vae_steps=vae_steps, world=world))
+    vae_needed = not (out / "micro-base").exists() and not (out / "micro-vae").exists()
+    beside = VaeStageBeside(out, seed, vae_steps, recipe, threads) if jobs > 1 and vae_needed else None
+    try:
+        ran |= _judge_and_clip(out, report, recipe, seed=seed, clip_steps=clip_steps, judge_steps=judge_steps,
+                               threads=threads, show_progress=show_progress)
+    except BaseException:
+        if beside is not None:
+            beside.stop()
+        raise
+    vae_settings = dict(seed=seed, vae_steps=vae_steps, world=world)
+    if beside is not None:
+        ran |= _stage(out, "micro-vae", report, beside.collect, vae_settings, began=beside.began)
+    elif vae_needed:
+        ran |= _stage(out, "micro-vae", report,
+                      lambda tmp: train_vae_stage(tmp, seed, vae_steps, recipe, show_progress), vae_settings)
 
     def base_stage(tmp: Path) -> dict:
         # atomic: writes into the stage's temporary folder, which _stage renames as a whole
