@@ -103,6 +103,23 @@ def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(tmp_path, monke
         assert vae.stat().st_mtime_ns == mtime  # the VAE stage was skipped, not retrained
         return real(*args, **kwargs)
 
+    # experiments/micro_unet_variants.py: a base retrained with a changed recipe on the stopped build's stages,
+    # which the variant's build.json records; the stopped build is left as it was
+    from experiments.micro_unet_variants import main as variant
+
+    monkeypatch.setattr(build_module, "train_micro_unet", real)
+    variant(["--world-dir", str(tmp_path / "stopped"), "--out", str(tmp_path / "noisy"), "--caption-noise", "0.5",
+             "--unet-steps", "2", "--unet-pool", "64"])
+    recorded = json.loads((tmp_path / "noisy" / "build.json").read_text())
+    assert recorded["recipe"]["unet_caption_noise"] == 0.5 and recorded["world"] == LATEST
+    assert "wall_seconds" in recorded["micro-vae"]  # the stage it reused, as the stopped build recorded it
+    assert vae.stat().st_mtime_ns == mtime and not (tmp_path / "stopped" / "micro-base").exists()
+    noisy = build_micro(tmp_path / "noisy", **TOY)  # nothing left to build: its own bytes
+    assert noisy["sha256"]["micro-base/vae/diffusion_pytorch_model.safetensors"] == whole["sha256"][
+        "micro-base/vae/diffusion_pytorch_model.safetensors"]
+    unet = "micro-base/unet/diffusion_pytorch_model.safetensors"
+    assert noisy["sha256"][unet] != whole["sha256"][unet]
+
     monkeypatch.setattr(build_module, "train_micro_unet", after_the_kept_vae)
     resumed = build_micro(tmp_path / "stopped", seed=2, **TOY)
     assert resumed["sha256"] == whole["sha256"]
@@ -125,31 +142,3 @@ def test_an_interrupted_two_process_build_ends_its_second_process(tmp_path, monk
     assert multiprocessing.active_children() == []
     left = sorted(p.name for p in (tmp_path / "w").iterdir())
     assert left == [".micro-clip.tmp", "judge.json", "judge.safetensors"]  # a stage's tmp is cleared at the rerun
-
-
-@pytest.mark.slow
-def test_a_unet_variant_trains_on_a_stopped_builds_vae(tmp_path, monkeypatch):
-    """experiments/micro_unet_variants.py: the stopped build's judge, CLIP and VAE, the base retrained with the
-    changed recipe, which the variant's build.json records; the stopped build itself is left as it was."""
-    import rpo_bench.micro.build as build_module
-    from experiments.micro_unet_variants import main as variant
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(build_module, "train_micro_unet", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            build_micro(tmp_path / "stopped", seed=2, **TOY)
-    variant(["--world-dir", str(tmp_path / "stopped"), "--out", str(tmp_path / "noisy"), "--caption-noise", "0.5",
-             "--unet-steps", "2", "--unet-pool", "64"])
-    recorded = json.loads((tmp_path / "noisy" / "build.json").read_text())
-    assert recorded["recipe"]["unet_caption_noise"] == 0.5 and recorded["world"] == LATEST
-    assert "wall_seconds" in recorded["micro-vae"]  # the stage it reused, as the stopped build recorded it
-    vae = "micro-base/vae/diffusion_pytorch_model.safetensors"
-    stopped = json.loads((tmp_path / "stopped" / "build.json").read_text())
-    assert (tmp_path / "stopped" / "micro-vae").is_dir() and "micro-base" not in stopped
-    from rpo_bench.models.fingerprint import sha256_file
-
-    resumed = build_micro(tmp_path / "stopped", seed=2, **TOY)  # the recipe's own caption noise
-    assert resumed["sha256"][vae] == sha256_file(tmp_path / "noisy" / vae)
