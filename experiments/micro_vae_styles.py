@@ -52,13 +52,14 @@ def content_table(vae, judge: MicroJudge, renders_per_style: int, seed: int = 5)
 
 
 def variant(out: Path, channels: int, styled: float, steps: int, downsampling: int = 4, perceptual: float = 0.0,
-            adversarial: float = 0.0, lowpass: float = 0.0, chroma: float = 0.0):
+            adversarial: float = 0.0, lowpass: float = 0.0, chroma: float = 0.0, vivid: float = 0.0):
     from safetensors.torch import load_file, save_file
 
     finer = "" if downsampling == 4 else f"-down{downsampling}"
     losses = "" if perceptual == adversarial == 0 else f"-perc{perceptual}-adv{adversarial}"
     losses += f"-lowpass{lowpass}" if lowpass else ""
     losses += f"-chroma{chroma}" if chroma else ""
+    losses += f"-vivid{vivid}" if vivid else ""
     path = out / f"vae-c{channels}{finer}-styled{styled}-steps{steps}{losses}.safetensors"
     vae = build_micro_vae(channels, downsampling)
     if path.is_file():
@@ -67,7 +68,7 @@ def variant(out: Path, channels: int, styled: float, steps: int, downsampling: i
         mix = StyleMix(styled_named=styled, styled_unnamed=StyleMix().styled_unnamed)
         vae, _ = train_micro_vae(steps=steps, mix=mix, latent_channels=channels, downsampling=downsampling,
                                  perceptual_weight=perceptual, adversarial_weight=adversarial, lowpass_weight=lowpass,
-                                 chroma_weight=chroma)
+                                 chroma_weight=chroma, vivid_chroma_weight=vivid)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, path)
     return vae.eval()
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adversarial", type=float, default=0.0, help="weight of the patch discriminator's loss")
     parser.add_argument("--lowpass", type=float, default=0.0, help="weight of MSE on 4x4-pooled images")
     parser.add_argument("--chroma", type=float, default=0.0, help="weight of MSE on 2x2-pooled chroma (YIQ I, Q)")
+    parser.add_argument("--vivid", type=float, default=0.0, help="weight of the vivid pixels' chroma error "
+                        "(vae_losses.vivid_chroma_loss)")
     parser.add_argument("--renders", type=int, default=128, help="renders per style to reconstruct")
     parser.add_argument("--out", type=Path, default=Path("vae-variants"), help="where trained variants are kept")
     args = parser.parse_args(argv)
@@ -97,12 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     content = {"micro-base's VAE": content_table(shipped, judge, args.renders)}
     for channels in (int(c) for c in args.channels.split(",")):
         vae = variant(args.out, channels, args.styled, args.steps, args.downsampling, args.perceptual,
-                      args.adversarial, args.lowpass, args.chroma)
+                      args.adversarial, args.lowpass, args.chroma, args.vivid)
         side = 32 // args.downsampling
         losses = "" if args.perceptual == args.adversarial == 0 else (
             f", perceptual {args.perceptual:g}, adversarial {args.adversarial:g}")
         losses += f", low-pass {args.lowpass:g}" if args.lowpass else ""
         losses += f", chroma {args.chroma:g}" if args.chroma else ""
+        losses += f", vivid chroma {args.vivid:g}" if args.vivid else ""
         name = f"{side}x{side}x{channels} latents, {args.styled:.0%} styled, {args.steps} steps{losses}"
         rows[name] = reconstruction_table(vae, judge, args.renders)
         content[name] = content_table(vae, judge, args.renders)

@@ -83,3 +83,21 @@ def test_chroma_loss_sees_a_hue_shift_and_ignores_brightness():
     swapped = images.clone()
     swapped[:, :, 1::2, 1::2] = 1.0  # the same paper in another pixel of the cell: the stroke's phase moved
     assert chroma_loss(swapped, striped).item() < 1e-10
+
+
+def test_vivid_chroma_loss_weighs_a_strokes_hue_above_the_papers():
+    """Red strokes on white paper: the same orange shift costs far more on the strokes than on the paper, and a
+    perfect reconstruction costs nothing."""
+    from rpo_bench.micro.vae_losses import vivid_chroma_loss
+
+    red = torch.tensor([220, 40, 40]) / 127.5 - 1
+    paper = torch.tensor([240, 240, 240]) / 127.5 - 1
+    shift = (torch.tensor([250, 130, 20]) - torch.tensor([220, 40, 40])) / 127.5
+    images = paper.view(1, 3, 1, 1).expand(2, 3, 8, 8).clone()
+    images[:, :, ::4] = red.view(1, 3, 1, 1)  # every fourth row a stroke
+    strokes = images.clone()
+    strokes[:, :, ::4] += shift.view(1, 3, 1, 1)
+    on_paper = images.clone()
+    on_paper[:, :, 1::4] += shift.view(1, 3, 1, 1)
+    assert vivid_chroma_loss(images, images).item() == 0.0
+    assert vivid_chroma_loss(strokes, images).item() > 20 * vivid_chroma_loss(on_paper, images).item()

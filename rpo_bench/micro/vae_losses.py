@@ -105,3 +105,15 @@ def chroma_loss(reconstruction: torch.Tensor, images: torch.Tensor, pool: int = 
     matrix = _CHROMA.to(images)
     pooled = [torch.einsum("ij,njhw->nihw", matrix, F.avg_pool2d(x, pool)) for x in (reconstruction, images)]
     return F.mse_loss(*pooled)
+
+
+def vivid_chroma_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Per-pixel chroma error weighted by the render's own chroma squared (normalised to mean 1 per image): the
+    hue of the vivid pixels. A person names a hatched drawing's colour from its strokes, not from the paper
+    between them; pooled chroma lets a VAE keep the mean while shifting the strokes' hue (a red hatch drawn
+    orange on a paler fill), which is how sketch colour was lost (docs/micro-world.md)."""
+    matrix = _CHROMA.to(images)
+    made, target = (torch.einsum("ij,njhw->nihw", matrix, x) for x in (reconstruction, images))
+    vividness = target.pow(2).sum(1, keepdim=True)
+    weight = vividness / vividness.mean(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+    return (weight * (made - target).pow(2)).sum(1).mean()

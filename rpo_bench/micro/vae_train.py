@@ -20,6 +20,7 @@ from rpo_bench.micro.vae_losses import (
     discriminator_loss,
     generator_loss,
     perceptual_loss,
+    vivid_chroma_loss,
 )
 
 
@@ -37,7 +38,7 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
                     show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4,
                     downsampling: int = 4, perceptual_weight: float = 0.0, adversarial_weight: float = 0.0,
                     adversarial_start: float = 0.3, lowpass_weight: float = 0.0,
-                    chroma_weight: float = 0.0):
+                    chroma_weight: float = 0.0, vivid_chroma_weight: float = 0.0):
     """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR.
     `mix`, `latent_channels` and `downsampling` are the build's unless an experiment asks otherwise.
     `perceptual_weight` and `adversarial_weight` add vae_losses' texture-keeping terms to pixel MSE; the
@@ -69,6 +70,8 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
                 loss = loss + lowpass_weight * F.mse_loss(F.avg_pool2d(reconstruction, 4), F.avg_pool2d(images, 4))
             if chroma_weight:
                 loss = loss + chroma_weight * chroma_loss(reconstruction, images)
+            if vivid_chroma_weight:
+                loss = loss + vivid_chroma_weight * vivid_chroma_loss(reconstruction, images)
             adversarial = discriminator is not None and step >= first_adversarial
             if adversarial:
                 loss = loss + adversarial_weight * generator_loss(discriminator.requires_grad_(False), reconstruction)
