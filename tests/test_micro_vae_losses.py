@@ -62,7 +62,8 @@ def test_train_micro_vae_with_texture_losses_is_seeded():
     from rpo_bench.micro.vae_train import train_micro_vae
 
     runs = [train_micro_vae(seed=1, steps=3, batch_size=4, show_progress=False, downsampling=2, perceptual_weight=1.0,
-                            adversarial_weight=0.1, adversarial_start=0.0, lowpass_weight=1.0)[0] for _ in range(2)]
+                            adversarial_weight=0.1, adversarial_start=0.0, lowpass_weight=1.0, chroma_weight=1.0,
+                            vivid_chroma_weight=1.0)[0] for _ in range(2)]
     a, b = (np.concatenate([p.detach().numpy().ravel() for p in vae.parameters()]) for vae in runs)
     assert np.array_equal(a, b)
 

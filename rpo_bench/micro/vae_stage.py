@@ -25,7 +25,8 @@ def train_vae_stage(tmp: Path, seed: int, steps: int, recipe: WorldRecipe, show_
     the base stage has encoded its latents with it, so that a resumed build makes the same bytes."""
     vae, report = train_micro_vae(seed=seed, steps=steps, show_progress=show_progress, mix=recipe.vae_mix,
                                   downsampling=recipe.vae_downsampling, perceptual_weight=recipe.vae_perceptual,
-                                  adversarial_weight=recipe.vae_adversarial, chroma_weight=recipe.vae_chroma)
+                                  adversarial_weight=recipe.vae_adversarial, chroma_weight=recipe.vae_chroma,
+                                  vivid_chroma_weight=recipe.vae_vivid_chroma)
     vae.save_pretrained(tmp)
     return report
 

@@ -5,8 +5,9 @@ mostly-plain mix. Measured limits (docs/style-recipe.md, `rpo-bench micro check`
 pixel textures, the base draws blobs, the CLIP cannot see partial styles.
 
 v2: 16x16x4 latents (2x downsampling) from a VAE trained with the random-feature perceptual loss of vae_losses.py
-and its chroma term on a mix with half its renders styled (no discriminator: without it every style still survives
-the VAE at >= 0.999, a sketch's colour survives better and training takes 40% less time; docs/micro-world.md);
+and its two chroma terms on a mix with half its renders styled (no discriminator: without it every style still
+survives the VAE at >= 0.999, a sketch's colour survives better and training takes 40% less time; the vivid
+chroma term, which weighs a stroke's hue above the paper's, reads sketch colour at 1.000; docs/micro-world.md);
 a three-level UNet whose top level, at 16x16, has no attention (E7 measured that
 design at 1.34x v1's step time), trained longer with EMA; a CLIP trained on captions rich in style words, with
 renders of partial and mixed styles, so that its image embedding carries how much of a style an image has.
@@ -30,7 +31,8 @@ class WorldRecipe:
     vae_mix: StyleMix
     vae_perceptual: float
     vae_adversarial: float
-    vae_chroma: float  # weight of vae_losses.chroma_loss: a sketch's hue (docs/micro-world.md)
+    vae_chroma: float  # weight of vae_losses.chroma_loss: a region's mean hue (docs/micro-world.md)
+    vae_vivid_chroma: float  # weight of vae_losses.vivid_chroma_loss: the hue of a sketch's strokes
     # base UNet
     unet_levels: int
     unet_steps: int
@@ -48,12 +50,12 @@ class WorldRecipe:
 
 WORLDS: dict[int, WorldRecipe] = {
     1: WorldRecipe(version=1, vae_downsampling=4, vae_steps=800, vae_mix=StyleMix(), vae_perceptual=0.0,
-                   vae_adversarial=0.0, vae_chroma=0.0, unet_levels=2, unet_steps=1200, unet_ema_decay=0.99,
-                   unet_ema_warmup=False, unet_caption_noise=0.0,
+                   vae_adversarial=0.0, vae_chroma=0.0, vae_vivid_chroma=0.0,
+                   unet_levels=2, unet_steps=1200, unet_ema_decay=0.99, unet_ema_warmup=False, unet_caption_noise=0.0,
                    clip_steps=1500, clip_mix=StyleMix()),
     2: WorldRecipe(version=2, vae_downsampling=2, vae_steps=1200, vae_mix=StyleMix(styled_named=0.5),
-                   vae_perceptual=1.0, vae_adversarial=0.0, vae_chroma=20.0, unet_levels=3, unet_steps=3000,
-                   unet_ema_decay=0.999, unet_ema_warmup=True, unet_caption_noise=0.15,
+                   vae_perceptual=1.0, vae_adversarial=0.0, vae_chroma=20.0, vae_vivid_chroma=4.0,
+                   unet_levels=3, unet_steps=3000, unet_ema_decay=0.999, unet_ema_warmup=True, unet_caption_noise=0.15,
                    clip_steps=2000, clip_mix=StyleMix(styled_named=0.3, partial=0.3)),
 }
 LATEST = max(WORLDS)
