@@ -27,6 +27,7 @@ def train_vae_stage(tmp: Path, seed: int, steps: int, recipe: WorldRecipe, show_
                                   downsampling=recipe.vae_downsampling, perceptual_weight=recipe.vae_perceptual,
                                   adversarial_weight=recipe.vae_adversarial, chroma_weight=recipe.vae_chroma,
                                   vivid_chroma_weight=recipe.vae_vivid_chroma)
+    # atomic: `tmp` is the stage's temporary folder (build._stage, or the second process's), renamed as a whole
     vae.save_pretrained(tmp)
     return report
 
