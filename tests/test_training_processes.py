@@ -86,7 +86,13 @@ def test_global_contrast_on_two_processes_equals_one_process(preference_folder, 
         assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3)
         assert two["acc_offdiag"] == pytest.approx(one["acc_offdiag"])
     a, b = _lora(single), _lora(double)
-    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)  # float sums in another order
+    # Float sums in another order. Adam moves a weight by about lr whatever its gradient's size, so a coordinate
+    # whose true gradient is zero (float noise of either sign) may move +lr in one run and -lr in the other: those
+    # differ by at most 2 * lr per step; every other weight agrees to float precision.
+    bound = 2 * 1e-3 * 2
+    assert all(float((a[k] - b[k]).abs().max()) <= bound for k in a)
+    close = sum(int(torch.isclose(a[k], b[k], atol=1e-5, rtol=1e-4).sum()) for k in a)
+    assert close >= 0.999 * sum(a[k].numel() for k in a)
     # the local contrast on 2 processes is a different objective (two 2x2 matrices, not one 4x4)
     # (step 1 is log 2 for both: LoRA starts as the identity, so D = 0)
     assert logs["local"][-1]["loss"] != pytest.approx(logs["single"][-1]["loss"], rel=1e-4)
