@@ -10,10 +10,9 @@ pencil sketch", "..., half watercolor and half pixel art"), so that its image em
 style, which a style probe must read on the partly stylised images a style-trained model draws.
 
 The base UNet of world v2 also learns from noisy captions (`caption_noise`): web alt-text often names a colour or
-a shape the picture does not show, and that, not blurry pictures, is why SD follows prompts imperfectly while
-drawing sharply. A caption's content attributes are each swapped for another value with that probability (the
-image stays as rendered), so the base draws crisp scenes that sometimes miss what the prompt asked: the room
-preference alignment has to work in.
+a shape the picture does not show, one reason SD follows prompts imperfectly while drawing sharply. A caption's
+content attributes are each swapped for another value with that probability (the image stays as rendered), so the
+base draws crisp scenes that sometimes miss what the prompt asked: the room preference alignment has to work in.
 """
 
 from __future__ import annotations
