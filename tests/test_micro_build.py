@@ -12,23 +12,30 @@ from rpo_bench.micro.world import LATEST
 TOY = dict(clip_steps=2, vae_steps=2, unet_steps=2, unet_pool=64, judge_steps=2, show_progress=False)
 
 
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """(folder, report) of one uninterrupted toy build, seed 3, one process: what the other builds must equal."""
+    folder = tmp_path_factory.mktemp("whole") / "a"
+    return folder, build_micro(folder, seed=3, **TOY)  # the latest world's recipe
+
+
 @pytest.mark.slow
-def test_build_is_seeded_and_resumes_by_stage(tmp_path):
-    first = build_micro(tmp_path / "a", seed=3, **TOY)  # the latest world's recipe
+def test_build_is_seeded_and_resumes_by_stage(whole, tmp_path):
+    folder, first = whole
     second = build_micro(tmp_path / "b", seed=3, jobs=2, **TOY)  # the VAE trained in a second process
     assert first["sha256"] == second["sha256"]  # same seed, same bytes, however many processes
     assert not list((tmp_path / "b").glob(".*"))  # no stage's temporary folder is left behind
     expected = {"judge.safetensors", "micro-clip/model.safetensors",
                 "micro-base/unet/diffusion_pytorch_model.safetensors"}
     assert expected <= set(first["sha256"])
-    assert not (tmp_path / "a" / "micro-base" / "tokenizer" / "tokenizer.json").exists()  # the compact tokenizer
-    unet = tmp_path / "a" / "micro-base" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert not (folder / "micro-base" / "tokenizer" / "tokenizer.json").exists()  # the compact tokenizer
+    unet = folder / "micro-base" / "unet" / "diffusion_pytorch_model.safetensors"
     mtime = unet.stat().st_mtime_ns
-    again = build_micro(tmp_path / "a", seed=3, **TOY)  # both stages present: nothing is retrained
+    again = build_micro(folder, seed=3, **TOY)  # both stages present: nothing is retrained
     assert unet.stat().st_mtime_ns == mtime and again["sha256"] == first["sha256"]
-    recorded = json.loads((tmp_path / "a" / "build.json").read_text())
+    recorded = json.loads((folder / "build.json").read_text())
     assert recorded["settings"]["unet_pool"] == 64 and "wall_seconds" in recorded["micro-base"]
-    assert "wall_seconds" in recorded["micro-vae"] and not (tmp_path / "a" / "micro-vae").exists()
+    assert "wall_seconds" in recorded["micro-vae"] and not (folder / "micro-vae").exists()
     assert recorded["world"] == LATEST and recorded["recipe"]["version"] == LATEST
     assert len(recorded["micro-base"]["unet"]["loss_curve"]) == 2  # one point per window of max(steps // 20, 1)
 
@@ -81,12 +88,12 @@ def test_world_versions_build_their_own_recipes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(whole, tmp_path, monkeypatch):
     """The VAE is its own stage: a build interrupted while the UNet trains keeps it and, rerun, ends with the
     bytes of a build that never stopped."""
     import rpo_bench.micro.build as build_module
 
-    whole = build_micro(tmp_path / "whole", seed=2, **TOY)
+    whole = whole[1]
     real = build_module.train_micro_unet
 
     def interrupted(*args, **kwargs):
@@ -94,7 +101,7 @@ def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(tmp_path, monke
 
     monkeypatch.setattr(build_module, "train_micro_unet", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_micro(tmp_path / "stopped", seed=2, **TOY)
+        build_micro(tmp_path / "stopped", seed=3, **TOY)
     assert (tmp_path / "stopped" / "micro-vae").is_dir() and not (tmp_path / "stopped" / "micro-base").exists()
     vae = tmp_path / "stopped" / "micro-vae" / "diffusion_pytorch_model.safetensors"
     mtime = vae.stat().st_mtime_ns
@@ -121,7 +128,7 @@ def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(tmp_path, monke
     assert noisy["sha256"][unet] != whole["sha256"][unet]
 
     monkeypatch.setattr(build_module, "train_micro_unet", after_the_kept_vae)
-    resumed = build_micro(tmp_path / "stopped", seed=2, **TOY)
+    resumed = build_micro(tmp_path / "stopped", seed=3, **TOY)
     assert resumed["sha256"] == whole["sha256"]
 
 
