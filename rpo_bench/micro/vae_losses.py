@@ -96,15 +96,18 @@ def generator_loss(discriminator: PatchDiscriminator, fake: torch.Tensor) -> tor
 _CHROMA = torch.tensor([[0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
+def _chroma(images: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] RGB -> [N, 2, H, W] YIQ chroma."""
+    return torch.einsum("ij,njhw->nihw", _CHROMA.to(images), images)
+
+
 def chroma_loss(reconstruction: torch.Tensor, images: torch.Tensor, pool: int = 2) -> torch.Tensor:
     """MSE between the chroma (YIQ's I and Q) of pool x pool averaged images. A sketch's colour lives in a few
     hatched pixels whose mean chroma is small: red and orange hatching differ by about 15 levels of green. The
     perceptual and adversarial terms accept a hatch of the wrong hue as well as the right one, and pixel MSE
     weighs that shift like any other error, so reconstructions drifted to the neighbouring colour name; this
     term asks for the local mean hue alone, whatever the stroke phase."""
-    matrix = _CHROMA.to(images)
-    pooled = [torch.einsum("ij,njhw->nihw", matrix, F.avg_pool2d(x, pool)) for x in (reconstruction, images)]
-    return F.mse_loss(*pooled)
+    return F.mse_loss(_chroma(F.avg_pool2d(reconstruction, pool)), _chroma(F.avg_pool2d(images, pool)))
 
 
 def vivid_chroma_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -112,8 +115,7 @@ def vivid_chroma_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> tor
     hue of the vivid pixels. A person names a hatched drawing's colour from its strokes, not from the paper
     between them; pooled chroma lets a VAE keep the mean while shifting the strokes' hue (a red hatch drawn
     orange on a paler fill), which is how sketch colour was lost (docs/micro-world.md)."""
-    matrix = _CHROMA.to(images)
-    made, target = (torch.einsum("ij,njhw->nihw", matrix, x) for x in (reconstruction, images))
+    made, target = _chroma(reconstruction), _chroma(images)
     vividness = target.pow(2).sum(1, keepdim=True)
     weight = vividness / vividness.mean(dim=(2, 3), keepdim=True).clamp(min=1e-6)
     return (weight * (made - target).pow(2)).sum(1).mean()
