@@ -127,6 +127,25 @@ def test_a_build_stopped_after_the_vae_resumes_to_the_same_bytes(whole, tmp_path
     unet = "micro-base/unet/diffusion_pytorch_model.safetensors"
     assert noisy["sha256"][unet] != whole["sha256"][unet]
 
+    # --vae: another VAE's weights (as experiments/micro_vae_styles.py saves them) in the build's place, its
+    # scaling factor calibrated to its own latents
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(vae)
+    weights["encoder.conv_out.weight"] = weights["encoder.conv_out.weight"] * 3  # latents three times as wide
+    save_file(weights, tmp_path / "other-vae.safetensors")
+    variant(["--world-dir", str(tmp_path / "stopped"), "--out", str(tmp_path / "other"), "--vae",
+             str(tmp_path / "other-vae.safetensors"), "--unet-steps", "2", "--unet-pool", "64"])
+    used = load_file(tmp_path / "other" / "micro-base" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert torch.equal(used["encoder.conv_out.weight"].float(), weights["encoder.conv_out.weight"].half().float())
+    recorded = json.loads((tmp_path / "other" / "build.json").read_text())["micro-vae"]
+    config = json.loads((tmp_path / "other" / "micro-base" / "vae" / "config.json").read_text())
+    original = json.loads((tmp_path / "stopped" / "micro-vae" / "config.json").read_text())["scaling_factor"]
+    assert recorded["weights"] == "other-vae.safetensors"
+    assert config["scaling_factor"] == pytest.approx(recorded["scaling_factor"], rel=1e-4)
+    assert config["scaling_factor"] < original / 2
+
     monkeypatch.setattr(build_module, "train_micro_unet", after_the_kept_vae)
     resumed = build_micro(tmp_path / "stopped", seed=3, **TOY)
     assert resumed["sha256"] == whole["sha256"]

@@ -38,7 +38,7 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
                     show_progress: bool = True, mix: StyleMix = StyleMix(), latent_channels: int = 4,
                     downsampling: int = 4, perceptual_weight: float = 0.0, adversarial_weight: float = 0.0,
                     adversarial_start: float = 0.3, lowpass_weight: float = 0.0,
-                    chroma_weight: float = 0.0, vivid_chroma_weight: float = 0.0):
+                    chroma_weight: float = 0.0, vivid_chroma_weight: float = 0.0, latent_noise: float = 0.0):
     """Returns the trained VAE (its scaling factor set to 1 / std of the latents) and a report with PSNR.
     `mix`, `latent_channels` and `downsampling` are the build's unless an experiment asks otherwise.
     `perceptual_weight` and `adversarial_weight` add vae_losses' texture-keeping terms to pixel MSE; the
@@ -46,7 +46,9 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
     `disc_start`), so that it sharpens a layout rather than inventing one. `lowpass_weight` adds MSE between 4x4
     average-pooled images: it holds each region's mean colour (what the judge's hue reading uses) without asking
     for the stroke phase that pixel MSE would average away. `chroma_weight` adds vae_losses.chroma_loss: the local
-    mean hue, which decides a sketch's colour name."""
+    mean hue, which decides a sketch's colour name. `latent_noise` > 0 decodes each latent with Gaussian noise
+    added, its scale drawn per image up to that share of the latents' std: a diffusion model's latents are never
+    exactly an encoder's, and a decoder that has only seen exact ones turns the difference into grain."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 100)
     vae = build_micro_vae(latent_channels, downsampling)
@@ -62,7 +64,11 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
         for step in range(steps):
             images, _ = training_batch(rng, batch_size, split="all", mix=mix)
             posterior = vae.encode(images).latent_dist
-            reconstruction = vae.decode(posterior.sample()).sample
+            latents = posterior.sample()
+            if latent_noise:  # draws nothing when 0, so that earlier recipes keep their bytes
+                scale = latent_noise * latents.detach().std() * torch.rand(len(latents), 1, 1, 1)
+                latents = latents + scale * torch.randn_like(latents)
+            reconstruction = vae.decode(latents).sample
             loss = F.mse_loss(reconstruction, images) + kl_weight * posterior.kl().mean()
             if features is not None:
                 loss = loss + perceptual_weight * perceptual_loss(features, reconstruction, images)
@@ -85,7 +91,12 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
                 d_loss.backward()
                 d_optimizer.step()
             advance(1)
-    vae.eval()
+    return vae, calibrate(vae.eval(), seed, mix)
+
+
+def calibrate(vae, seed: int, mix: StyleMix) -> dict:
+    """Set the VAE's scaling factor to 1 / std of its latents on the training mix (so that the UNet sees unit
+    variance, as SD's 0.18215 does) and return it with the PSNR of the same batch's reconstructions."""
     with torch.no_grad():
         images, _ = training_batch(np.random.default_rng(seed + 101), 256, split="all", mix=mix)
         latents = vae.encode(images).latent_dist.mean
@@ -93,4 +104,4 @@ def train_micro_vae(seed: int = 0, steps: int = 1500, batch_size: int = 64, kl_w
         mse = F.mse_loss((reconstruction + 1) / 2, (images + 1) / 2).item()
         scaling = 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scaling)
-    return vae, {"psnr_db": round(10 * math.log10(1 / mse), 2), "scaling_factor": round(scaling, 5)}
+    return {"psnr_db": round(10 * math.log10(1 / mse), 2), "scaling_factor": round(scaling, 5)}

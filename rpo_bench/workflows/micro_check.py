@@ -38,7 +38,7 @@ def _to_uint8(images) -> np.ndarray:
     return images.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def _content_accuracy(judge, images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
+def content_accuracy(judge, images: np.ndarray, scenes: list[Scene]) -> dict[str, float]:
     judged = judge.attributes(images)
     return {a: round(float(np.mean([j[a] == getattr(s, a) for j, s in zip(judged, scenes, strict=True)])), 4)
             for a in CONTENT_ATTRIBUTES}
@@ -66,7 +66,7 @@ def vae_card(vae, judge, n: int, seed: int) -> dict[str, Any]:
         error = float(np.mean((reconstructions.astype(np.float64) - renders) ** 2))
         squared_errors.append(error)
         card[style] = {"style": round(float(np.mean(judge.style_probability(reconstructions, style))), 4),
-                       "content": _content_accuracy(judge, reconstructions, scenes),
+                       "content": content_accuracy(judge, reconstructions, scenes),
                        "render_style": round(float(np.mean(judge.style_probability(renders, style))), 4),
                        "psnr_db": _psnr(error)}
     card["psnr_db"] = _psnr(float(np.mean(squared_errors)))
