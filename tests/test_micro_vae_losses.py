@@ -63,9 +63,28 @@ def test_train_micro_vae_with_texture_losses_is_seeded():
 
     runs = [train_micro_vae(seed=1, steps=3, batch_size=4, show_progress=False, downsampling=2, perceptual_weight=1.0,
                             adversarial_weight=0.1, adversarial_start=0.0, lowpass_weight=1.0, chroma_weight=1.0,
-                            vivid_chroma_weight=1.0)[0] for _ in range(2)]
+                            vivid_chroma_weight=1.0, latent_noise=0.3)[0] for _ in range(2)]
     a, b = (np.concatenate([p.detach().numpy().ravel() for p in vae.parameters()]) for vae in runs)
     assert np.array_equal(a, b)
+
+
+def test_a_heavier_kl_keeps_the_posterior_wider_and_latents_centred():
+    """World v2's KL weight (1e-5, not SD's 1e-6): the build's decoder must meet a diffusion model's imperfect
+    latents, so the posterior must not collapse to a point far from zero (docs/micro-world.md)."""
+    import torch
+
+    from rpo_bench.micro.training_data import training_batch
+    from rpo_bench.micro.vae_train import train_micro_vae
+
+    images, _ = training_batch(np.random.default_rng(9), 16, split="all")
+    posteriors = []
+    for kl in (1e-6, 1e-2):
+        vae, _ = train_micro_vae(seed=1, steps=30, batch_size=8, show_progress=False, downsampling=2, kl_weight=kl)
+        with torch.no_grad():
+            posteriors.append(vae.encode(images).latent_dist)
+    light, heavy = posteriors
+    assert heavy.std.mean() > light.std.mean()  # held nearer N(0, 1)'s unit width (a full build: 0.09 against 0.02)
+    assert heavy.mean.abs().mean() < light.mean.abs().mean() / 2
 
 
 def test_chroma_loss_sees_a_hue_shift_and_ignores_brightness():

@@ -26,7 +26,7 @@ def train_vae_stage(tmp: Path, seed: int, steps: int, recipe: WorldRecipe, show_
     vae, report = train_micro_vae(seed=seed, steps=steps, show_progress=show_progress, mix=recipe.vae_mix,
                                   downsampling=recipe.vae_downsampling, perceptual_weight=recipe.vae_perceptual,
                                   adversarial_weight=recipe.vae_adversarial, chroma_weight=recipe.vae_chroma,
-                                  vivid_chroma_weight=recipe.vae_vivid_chroma)
+                                  vivid_chroma_weight=recipe.vae_vivid_chroma, kl_weight=recipe.vae_kl)
     # atomic: `tmp` is the stage's temporary folder (build._stage, or the second process's), renamed as a whole
     vae.save_pretrained(tmp)
     return report

@@ -33,6 +33,7 @@ class WorldRecipe:
     vae_adversarial: float
     vae_chroma: float  # weight of vae_losses.chroma_loss: a region's mean hue (docs/micro-world.md)
     vae_vivid_chroma: float  # weight of vae_losses.vivid_chroma_loss: the hue of a sketch's strokes
+    vae_kl: float  # weight of the posterior's KL: enough of it keeps latents centred and the decoder robust to error
     # base UNet
     unet_levels: int
     unet_steps: int
@@ -50,11 +51,11 @@ class WorldRecipe:
 
 WORLDS: dict[int, WorldRecipe] = {
     1: WorldRecipe(version=1, vae_downsampling=4, vae_steps=800, vae_mix=StyleMix(), vae_perceptual=0.0,
-                   vae_adversarial=0.0, vae_chroma=0.0, vae_vivid_chroma=0.0,
+                   vae_adversarial=0.0, vae_chroma=0.0, vae_vivid_chroma=0.0, vae_kl=1e-6,
                    unet_levels=2, unet_steps=1200, unet_ema_decay=0.99, unet_ema_warmup=False, unet_caption_noise=0.0,
                    clip_steps=1500, clip_mix=StyleMix()),
     2: WorldRecipe(version=2, vae_downsampling=2, vae_steps=1200, vae_mix=StyleMix(styled_named=0.5),
-                   vae_perceptual=1.0, vae_adversarial=0.0, vae_chroma=20.0, vae_vivid_chroma=4.0,
+                   vae_perceptual=1.0, vae_adversarial=0.0, vae_chroma=20.0, vae_vivid_chroma=4.0, vae_kl=1e-5,
                    unet_levels=3, unet_steps=3000, unet_ema_decay=0.999, unet_ema_warmup=True, unet_caption_noise=0.15,
                    clip_steps=2000, clip_mix=StyleMix(styled_named=0.3, partial=0.3)),
 }
