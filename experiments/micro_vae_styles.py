@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chroma", type=float, default=0.0, help="weight of MSE on 2x2-pooled chroma (YIQ I, Q)")
     parser.add_argument("--vivid", type=float, default=0.0, help="weight of the vivid pixels' chroma error "
                         "(vae_losses.vivid_chroma_loss)")
-    parser.add_argument("--kl", type=float, default=1e-6, help="weight of the posterior's KL term (the build's 1e-6)")
+    parser.add_argument("--kl", type=float, default=1e-6, help="weight of the posterior's KL term (v1: 1e-6, v2: 1e-5)")
     parser.add_argument("--latent-noise", type=float, default=0.0,
                         help="decode training latents with noise up to this share of their std (train_micro_vae)")
     parser.add_argument("--renders", type=int, default=128, help="renders per style to reconstruct")

@@ -56,7 +56,7 @@ WORLDS: dict[int, WorldRecipe] = {
                    clip_steps=1500, clip_mix=StyleMix()),
     2: WorldRecipe(version=2, vae_downsampling=2, vae_steps=1200, vae_mix=StyleMix(styled_named=0.5),
                    vae_perceptual=1.0, vae_adversarial=0.0, vae_chroma=20.0, vae_vivid_chroma=4.0, vae_kl=1e-5,
-                   unet_levels=3, unet_steps=3000, unet_ema_decay=0.999, unet_ema_warmup=True, unet_caption_noise=0.15,
+                   unet_levels=3, unet_steps=3000, unet_ema_decay=0.999, unet_ema_warmup=True, unet_caption_noise=0.3,
                    clip_steps=2000, clip_mix=StyleMix(styled_named=0.3, partial=0.3)),
 }
 LATEST = max(WORLDS)
