@@ -36,6 +36,7 @@ def _child_main(call: Callable[[], int | None], log: Path) -> None:
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
         # A fresh Python process has this handler; pytest's process may not.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _fresh_progress_bar_locks()
         import torch
 
         torch.set_num_threads(1)
@@ -51,6 +52,27 @@ def _child_main(call: Callable[[], int | None], log: Path) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _fresh_progress_bar_locks() -> None:
+    """Give this child tqdm locks of its own. tqdm guards its bars with a multiprocessing RLock, a semaphore that a
+    forked child shares with the test process and every sibling; a child SIGKILLed inside a bar's creation (diffusers'
+    pipelines make one per call) never releases it, and every later child and the test itself block on it forever.
+    A fresh `rpo-bench` process creates its own lock, so this only undoes what fork shares."""
+    import threading
+
+    from tqdm import std
+
+    std.TqdmDefaultWriteLock.th_lock = threading.RLock()
+    with suppress(AttributeError):
+        del std.TqdmDefaultWriteLock.mp_lock  # recreated, private to this process, by the next instance
+    lock = std.TqdmDefaultWriteLock()
+    pending = [std.tqdm]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls is std.tqdm or "_lock" in vars(cls):
+            cls.set_lock(lock)
 
 
 class Child:
@@ -92,8 +114,16 @@ class Child:
         while time.monotonic() < end and self.poll() is None:
             time.sleep(min(POLL_SECONDS, max(0.0, end - time.monotonic())))
 
-    def wait_for_progress(self, progress: Callable[[], int], target: int) -> None:
+    def wait_for_progress(self, progress: Callable[[], int], target: int, timeout: float = 300) -> None:
+        """Until `target` units are on disk or the child has ended; a child stuck past `timeout` fails the test
+        (with its log) instead of hanging the suite."""
+        deadline = time.monotonic() + timeout
         while self.poll() is None and progress() < target:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise AssertionError(f"a child reached {progress()} of {target} units in {timeout:.0f} s (a "
+                                     f"deadlock?); its log ends:\n{self.output()}")
             time.sleep(POLL_SECONDS)
 
     def output(self, tail: int = 4000) -> str:
@@ -174,7 +204,7 @@ def kill_chain(attempt_call: Callable[[int], Callable[[], int | None]], progress
             if target == done:
                 delay = rng.uniform(0.0, timing.unit_seconds(0))
             else:
-                child.wait_for_progress(progress, target)
+                child.wait_for_progress(progress, target, timeout)
                 delay = rng.uniform(0.0, timing.unit_seconds(target))
             child.sleep_while_alive(delay)
             reached = progress()

@@ -209,6 +209,42 @@ def _assert_evaluate_equal(folder: Path, reference: Reference) -> None:
     assert _cached_objects(folder / "images") == _cached_objects(reference.folder / "images")
 
 
+def test_a_child_killed_inside_a_progress_bar_lock_blocks_no_one(tmp_path):
+    """tqdm guards its bars with a multiprocessing lock, a semaphore that fork shares. A child SIGKILLed while
+    holding it (diffusers makes a bar per pipeline call) left it held for every later child and for the test
+    process: the suite hung. Each child now starts with locks of its own, as a fresh process does."""
+    import signal
+    import time
+
+    from tqdm import tqdm
+
+    from tests.fault_harness import _fresh_progress_bar_locks
+
+    tqdm.get_lock()  # created before the forks, as the suite's earlier tests create it
+    holding = tmp_path / "holding"
+
+    def hold():
+        tqdm.get_lock().acquire()
+        holding.write_text("held")  # atomic: a marker only this test reads, and only for its existence
+        time.sleep(300)
+
+    def one_bar():
+        with tqdm(total=1) as bar:
+            bar.update(1)
+
+    killed = Child(hold, tmp_path / "hold.log")
+    killed.wait_for_progress(lambda: int(holding.exists()), 1, timeout=60)
+    killed.send(signal.SIGKILL)
+    try:
+        assert killed.wait(60) == -signal.SIGKILL
+        assert Child(one_bar, tmp_path / "bar.log").wait(timeout=60) == 0
+        shared = tqdm.get_lock().locks[0]
+        assert shared.acquire(timeout=5)  # the test process's own lock is free too
+        shared.release()
+    finally:
+        _fresh_progress_bar_locks()  # should this fail, the rest of the suite must not hang on the held lock
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_evaluate_killed_at_seeded_points_resumes_to_the_uninterrupted_result(world, session_home,
