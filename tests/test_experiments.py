@@ -11,7 +11,8 @@ from rpo_bench.micro.scenes import STYLES
 def test_vae_styles_prints_a_row_per_vae_with_a_probability_per_style(tmp_path, capsys):
     vae_styles(["--channels", "8", "--steps", "1", "--renders", "2", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    style_table, content_table = out.split("Lowest content accuracy")
+    style_table, rest = out.split("Lowest content accuracy")
+    content_table, perturbed_table = rest.split("Plain renders decoded from latents plus noise")
     for table in (style_table, content_table):
         lines = [line for line in table.splitlines() if line.startswith("|")]  # not progress lines
         assert lines[0] == "| VAE | " + " | ".join(STYLES) + " |"
@@ -20,6 +21,13 @@ def test_vae_styles_prints_a_row_per_vae_with_a_probability_per_style(tmp_path, 
         for line in lines[2:]:  # style: a probability; content: the lowest accuracy and its attribute
             values = [float(v.split(" (")[0]) for v in line.strip(" |").split(" | ")[1:]]
             assert len(values) == len(STYLES) and all(0 <= v <= 1 for v in values)
+    # decoded perturbed latents: background noise in levels and the lowest content accuracy, per noise share
+    lines = [line for line in perturbed_table.splitlines() if line.startswith("|")]
+    assert lines[0] == "| VAE | noise 0 | noise 0.1 | noise 0.2 | noise 0.3 |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == names
+    for line in lines[2:]:
+        pairs = [cell.split(" / ") for cell in line.strip(" |").split(" | ")[1:]]
+        assert len(pairs) == 4 and all(float(noise) >= 0 and 0 <= float(content) <= 1 for noise, content in pairs)
     assert (tmp_path / "vae-c8-styled0.5-steps1.safetensors").is_file()  # kept, and reused by the next run
 
 
