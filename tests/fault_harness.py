@@ -103,9 +103,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise AssertionError(f"a child ran past {timeout:.0f} s (a deadlock?); its log ends:\n{self.output()}")
+                self._fail(f"a child ran past {timeout:.0f} s (a deadlock?)")
             time.sleep(POLL_SECONDS)
         return self.code
 
@@ -120,11 +118,14 @@ class Child:
         deadline = time.monotonic() + timeout
         while self.poll() is None and progress() < target:
             if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise AssertionError(f"a child reached {progress()} of {target} units in {timeout:.0f} s (a "
-                                     f"deadlock?); its log ends:\n{self.output()}")
+                self._fail(f"a child reached {progress()} of {target} units in {timeout:.0f} s (a deadlock?)")
             time.sleep(POLL_SECONDS)
+
+    def _fail(self, what: str) -> None:
+        """End a stuck child and fail the test with its log, instead of hanging the suite."""
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        raise AssertionError(f"{what}; its log ends:\n{self.output()}")
 
     def output(self, tail: int = 4000) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-tail:] if self.log.is_file() else ""
