@@ -792,6 +792,7 @@ CASES: list[Case] = [
       "micro preferences --out {tmp}/p --mode all --pairs-per-prompt 3", "'all'"),
     C("micro-preferences-seed-negative", "numbers", "micro preferences --out {tmp}/p --seed -1", "-1"),
     C("micro-compare-unknown-method", "names", "micro compare --out {tmp}/c --methods dpo,ppo", "ppo"),
+    C("micro-compare-detect-not-positive", "numbers", "micro compare --out {tmp}/c --detect 0", "--detect 0"),
     C("micro-compare-set-unknown-key", "names", "micro compare --out {tmp}/c --set lrr=1e-4", "lrr=1e-4"),
     C("micro-compare-set-not-a-number", "numbers", "micro compare --out {tmp}/c --set lr=fast", "'fast'"),
     C("micro-compare-set-out-of-range", "numbers",

@@ -63,6 +63,13 @@ def test_compare_trains_each_method_and_reports_paired_numbers(preference_folder
             for s in (0, 1)]
     assert heldout["dpo"]["heldout_d_w"] == pytest.approx((runs[0]["heldout_d_w"] + runs[1]["heldout_d_w"]) / 2)
     assert "| method | held-out accuracy | margin | D^w | D^l | runs |" in markdown and "| dpo | " in markdown
+    # the power table is read off the same rows: each method's spread between its two seeds' run means
+    power = json.loads((config.out / "comparison.json").read_text())["power"]
+    sft_run_means = [row.comparison.difference.estimate for row in rows if row.name.startswith("sft seed ")]
+    assert power["seed_sd"]["sft"] == pytest.approx(abs(sft_run_means[0] - sft_run_means[1]) / 2**0.5)
+    assert power["target"] == 0.01 and power["train_seeds"] == 2
+    assert [(r["model"], r["versus"]) for r in power["rows"]] == [("sft", BASE), ("dpo", BASE), ("dpo", "sft")]
+    assert "| model | vs | prompts' SE | detectable with 2 seeds |" in markdown
     curve = json.loads((config.out / "curve.json").read_text())
     assert [p["step"] for p in curve["dpo"]] == [0, 1, 2]  # micro-base, the step-1 snapshot, the final output
     assert (config.out / "curve.png").stat().st_size > 1000
@@ -110,6 +117,8 @@ def test_style_compare_judges_style_beside_content_and_probe(tmp_path, monkeypat
     assert record["probe_agreement"]["images"] == 3 * 2  # micro-base and two runs, two prompts, one seed
     assert 0 <= record["probe_agreement"]["agreement"] <= 1
     assert record["probe_ceiling"] is None  # two prompts: too few to hold prompts out in five folds
+    assert record["power"]["target"] == 0.03  # a style's difference to plan for, not a preference method's
+    assert record["power"]["pooled_seed_sd"] is None and "one training seed per method" in markdown
     assert json.loads((config.out / "sft-seed0" / "rpo_bench.json").read_text())["style"]["name"] == "mini-sketch"
     assert (config.out / "grid.png").stat().st_size > 1000
 

@@ -108,6 +108,8 @@ def compare(
     style: str | None = typer.Option(None, help="A micro style (rpo-bench styles): every run trains --style S at "
                                      "the micro-style preset and is judged by micro-style:S on the style's "
                                      "held-out content prompts, beside micro-oracle and the style probe."),
+    detect: float | None = typer.Option(None, help="The difference the power table plans seeds and prompts for; "
+                                        "default 0.01 (micro-oracle) or 0.03 (a style's judge)."),
 ) -> None:
     """Train each method over several seeds and compare them on held-out prompts.
 
@@ -124,7 +126,7 @@ def compare(
     config = CompareConfig(out=out, methods=resolve_methods(methods),
                            train_seeds=parse_seeds(train_seeds), preset=preset or None, overrides=overrides,
                            prompts=prompts, category=category or None, eval_seeds=parse_seeds(eval_seeds),
-                           style=style)
+                           style=style, detect=detect)
     _, markdown = run_comparison(config)
     for line in markdown.splitlines():  # the console escapes control characters, newlines included
         console.print(line)

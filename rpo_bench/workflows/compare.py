@@ -21,6 +21,7 @@ from rpo_bench.core.errors import BadInputError
 from rpo_bench.core.locks import folder_lock
 from rpo_bench.evaluation import stats
 from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.evaluation.power import power_markdown, power_table
 from rpo_bench.evaluation.prompts import load_prompt_set
 from rpo_bench.micro.render import render
 from rpo_bench.micro.scenes import CONTENT_ATTRIBUTES, Scene, parse_prompt
@@ -36,6 +37,9 @@ from rpo_bench.workflows.heldout_table import heldout_markdown, heldout_table
 from rpo_bench.workflows.probe_ceiling import probe_ceiling
 
 BASE = "micro-base"
+# The differences a comparison should be able to see (E13): a point of micro-oracle between preference methods,
+# three points of a style's judge between style-trained ones.
+DETECT = {"preferences": 0.01, "style": 0.03}
 
 
 @dataclass
@@ -51,6 +55,7 @@ class CompareConfig:
     metric: str = "micro-oracle"
     extra_metrics: Sequence[str] = ()  # compared the same way, each in its own table (e.g. content beside style)
     style: str | None = None  # train --style S for every run (see `for_style`)
+    detect: float | None = None  # the difference the power table plans for; None: DETECT's for the kind of comparison
     show_progress: bool = True
 
     @property
@@ -69,6 +74,7 @@ def for_style(config: CompareConfig) -> CompareConfig:
     judge = next(m for m in style.judges if m.startswith("micro-style"))
     extra = [m for m in (*style.judges, f"style-prob:{style.name}") if m != judge]
     return replace(config, preset=config.preset if config.preset != "micro" else "micro-style", prompts=style.prompts,
+                   detect=config.detect if config.detect is not None else DETECT["style"],
                    category="content", metric=judge, extra_metrics=extra,
                    overrides={**config.overrides, "style": style.name})
 
@@ -100,6 +106,8 @@ def _check(config: CompareConfig) -> None:
     config.methods = resolve_methods(list(config.methods))  # "all", and did-you-mean for an unknown name
     if not config.train_seeds or not config.eval_seeds:
         raise BadInputError("training and evaluation seeds: accepted: at least one of each")
+    if config.detect is not None and not 0 < config.detect < float("inf"):
+        raise BadInputError(f"--detect {config.detect}; accepted: a positive difference of the judging metric")
     for method in config.methods:  # every setting checked before the first run starts or any folder is made
         for seed in config.train_seeds:
             _train_config(config, method, seed)
@@ -406,6 +414,9 @@ def _run_locked(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     if diagnostics:
         markdown += "\n" + heldout_markdown(diagnostics)
     record["config"]["overrides"] = dict(config.overrides)
+    record["power"] = power_table(record["rows"], config.methods, config.train_seeds, BASE,
+                                  config.detect if config.detect is not None else DETECT["preferences"])
+    markdown += power_markdown(record["power"])
     _write_atomic(config.out / "comparison.json", json.dumps(record, indent=1, default=list))
     curves = learning_curves(config, outputs)
     if curves:

@@ -235,13 +235,18 @@ def verdict_lines(comparison: dict) -> list[str]:
     base, and RPO against DPO and SFT, on the comparison's first (judging) metric."""
     metric = comparison["config"]["metric"]
     rows = comparison["metrics"][metric]
+    power = comparison.get("power")  # comparisons recorded before the power table have none
+    detectable = {(r["model"], r["versus"]): r["detectable"] for r in power["rows"]} if power else {}
     lines = []
     for row in rows:
         if "difference" not in row or " seed " in row["model"]:
             continue
         word = _verdict_word(row["difference"])
+        seen = detectable.get((row["model"], row["versus"]))
+        power_words = (f" (with {power['train_seeds']} training seeds it detects {seen:.3f} or more at "
+                       f"{power['power']:.0%} power)" if seen is not None else "")
         lines.append(f"- {row['model']} vs {row['versus']} on {metric}: {_fmt(row['difference'])}: "
-                     f"{word}{'' if word.startswith('no') else ' than ' + row['versus']}.")
+                     f"{word}{'' if word.startswith('no') else ' than ' + row['versus']}{power_words}.")
     return lines
 
 
