@@ -56,6 +56,8 @@ def test_card_has_the_documented_keys_and_plausible_values(card_and_json):
         assert 0.0 <= card["vae"][style]["style"] <= 1.0
         assert card["vae"][style]["render_style"] > 0.9  # the judge reads fresh renders: the check's own floor
         assert set(card["vae"][style]["content"]) == set(CONTENT_ATTRIBUTES)
+        # the judge reads the renders' own content: the ceiling that the reconstructions' accuracy is read against
+        assert min(card["vae"][style]["render_content"].values()) > 0.9
     assert 0.0 < card["base"]["recognisable"] <= 1.0
     assert card["base"]["recognisable"] == min(card["base"]["recognisable_by_attribute"].values())
     assert card["base"]["background_noise"] > 0.0  # micro-base is no renderer: its backgrounds vary a little
