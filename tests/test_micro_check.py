@@ -64,6 +64,8 @@ def test_card_has_the_documented_keys_and_plausible_values(card_and_json):
     for split in ("micro-train", "micro-test"):
         assert 0.0 <= card["base"]["micro_oracle"][split]["overall"] <= 1.0
     assert set(card["base"]["style"]) == set(STYLES) - {"plain"}
+    for row in card["base"]["style"].values():  # a share above 0.5 bounds the mean and is bounded by it (p <= 1)
+        assert (row["unasked"] - 0.5) / 0.5 - 1e-3 <= row["unasked_share"] <= row["unasked"] / 0.5 + 1e-3
     room = card["room"]
     assert room["losers_mean"] <= room["base_mean"] <= room["winners_mean"]  # top against bottom of each prompt
     assert room["winners_minus_base"] == pytest.approx(room["winners_mean"] - room["base_mean"], abs=1e-4)

@@ -163,8 +163,12 @@ def base_card(sampler: _Sampler, judge, n: int, seed: int, advance) -> dict[str,
     for style in STYLED:
         asked = sampler.draw([STYLE_TEMPLATES[style].format(c) for c in contents],
                              rng.integers(0, 2**31, size=len(contents)).tolist(), advance)
+        unasked = judge.style_probability(plain, style)
+        # the share of plain-prompt images the judge calls in the style: a mean probability cannot tell a few
+        # styled images from a faint lean in all of them
         card["style"][style] = {"asked": round(float(np.mean(judge.style_probability(asked, style))), 4),
-                                "unasked": round(float(np.mean(judge.style_probability(plain, style))), 4)}
+                                "unasked": round(float(np.mean(unasked)), 4),
+                                "unasked_share": round(float(np.mean(np.asarray(unasked) > 0.5)), 4)}
     return card
 
 
@@ -328,8 +332,9 @@ def card_markdown(card: dict[str, Any]) -> str:
               f"Base background noise: {base['background_noise']:.2f} levels (std of the top and bottom "
               f"{BACKGROUND_ROWS} rows on plain prompts; a plain render's: 0)"]
     lines += [f"Base micro-oracle on {split}: {_cells(row)}" for split, row in base["micro_oracle"].items()]
-    lines += ["Base style probability asked / unasked: "
-              + "; ".join(f"{s} {v['asked']:.3f} / {v['unasked']:.3f}" for s, v in base["style"].items())]
+    lines += ["Base style probability asked / unasked (share of plain-prompt images called in the style): "
+              + "; ".join(f"{s} {v['asked']:.3f} / {v['unasked']:.3f} ({v['unasked_share']:.1%})"
+                          for s, v in base["style"].items())]
     room = card["room"]
     lines += [f"Room ({room['pairs']} pairs from {room['prompts']} micro-train prompts x {room['k']}): winners "
               f"{room['winners_mean']:.3f}, losers {room['losers_mean']:.3f}, base {room['base_mean']:.3f} "
