@@ -139,15 +139,25 @@ def test_out_file_that_is_not_text_is_refused_and_kept(tmp_path, capsys):
     assert out.read_bytes() == b"\xff\xfe\x00binary"
 
 
-def test_rows_appended_after_a_cut_line_are_kept(tmp_path, capsys):
+def test_a_row_cut_by_a_kill_is_removed_and_the_file_stays_jsonl(tmp_path, capsys):
     paths = _write_images(tmp_path / "images", 2)
     out = tmp_path / "scores.jsonl"
-    out.write_text('{"image": "cut by a kill", "met', encoding="utf-8")  # no newline: the process died mid-row
+    kept = '{"image": "scored before", "metric": "other", "version": "1", "value": 0.5}\n'
+    out.write_text(kept + '{"image": "cut by a kill", "met', encoding="utf-8")  # no newline: died mid-row
     assert _run(capsys, "score", *map(str, paths), "--metrics", "tiny-hpsv2", "--prompt", "a cat",
                 "--out", str(out))[0] == 0
-    lines = out.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == '{"image": "cut by a kill", "met'
-    assert [json.loads(line)["image"] for line in lines[1:]] == list(map(str, paths))
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]  # every line parses
+    assert [row["image"] for row in rows] == ["scored before", *map(str, paths)]
+
+
+def test_a_complete_last_row_without_its_newline_is_kept(tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 1)
+    out = tmp_path / "scores.jsonl"
+    out.write_text('{"image": "edited by hand", "metric": "other", "version": "1", "value": 0.5}', encoding="utf-8")
+    assert _run(capsys, "score", *map(str, paths), "--metrics", "tiny-hpsv2", "--prompt", "a cat",
+                "--out", str(out))[0] == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["image"] for row in rows] == ["edited by hand", str(paths[0])]
 
 
 def _grey() -> np.ndarray:

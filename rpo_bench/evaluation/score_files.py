@@ -119,15 +119,30 @@ def _done_rows(out: Path | None) -> dict[tuple[str, str, str], float]:
 
 
 def _end_cut_line(out: Path) -> None:
-    """A kill during an append can leave a last line without its newline; the next rows must not join it (the
-    cut line is skipped on reading, and a row glued to it would be lost with it)."""
-    # atomic: an append-only file of rows; a line torn by a kill is ended here and skipped on reading
+    """A kill during an append can leave a last line without its newline. A cut row is removed, so the file stays
+    JSONL that any reader parses (its image is scored again: _done_rows never read it); a complete last row that
+    only lacks its newline (a file edited by hand) gets one, so the next rows do not join it."""
+    # atomic: an append-only file of rows; only an unterminated tail is touched, and no complete row is lost
     if not out.is_file() or out.stat().st_size == 0:
         return
     with open(out, "rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) != b"\n":
-            handle.write(b"\n")
+        end = handle.seek(0, os.SEEK_END)
+        start, tail = end, b""
+        while start > 0 and b"\n" not in tail:  # back to the last newline: the file may hold many rows
+            step = min(start, 4096)
+            handle.seek(start - step)
+            tail = handle.read(step) + tail
+            start -= step
+        if tail.endswith(b"\n"):
+            return
+        cut = start + tail.rfind(b"\n") + 1  # 0 when the file is one unterminated line
+        try:
+            json.loads(tail[cut - start:])
+        except ValueError:  # cut by a kill: not a row
+            handle.truncate(cut)
+            return
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\n")
 
 
 def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Sequence[str], device: str = "auto",
@@ -164,7 +179,7 @@ def score_files(images: Sequence[Path], prompts: Sequence[str], metric_specs: Se
                 scores = metric.score([open_user_image(images[i]) for i in batch], [prompts[i] for i in batch])
                 values.update(zip(batch, scores, strict=True))
                 if out is not None:  # appended per batch: a crash loses at most the batch in flight
-                    # atomic: append-only rows; a torn last line is ended by _end_cut_line and skipped on reading
+                    # atomic: append-only rows; a row torn by a kill is removed by _end_cut_line first
                     _end_cut_line(out)
                     with open(out, "a", encoding="utf-8") as handle:
                         handle.writelines(json.dumps({"image": str(images[i]), "prompt": prompts[i],
