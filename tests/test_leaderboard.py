@@ -93,16 +93,16 @@ def test_a_kill_while_the_leaderboard_readme_is_rewritten_leaves_it_whole(update
 
 @pytest.mark.slow
 def test_a_leaderboard_toml_whose_set_changed_retrains_its_runs(updated):
-    """`set = ["lr=0.5"]` over runs trained at the preset's lr: every run is trained again (the old work folder is
+    """`set = ["lr=3e-05"]` over runs trained at the preset's lr: every run is trained again (the old work folder is
     kept aside), so the README never claims settings its numbers were not made with."""
     if not updated:
         pytest.skip("needs the update test's leaderboard")
     root = updated["root"]
-    (root / "tiny" / "leaderboard.toml").write_text(SPEC.replace('set = ["steps=6"]', 'set = ["steps=6", "lr=0.5"]'),
+    (root / "tiny" / "leaderboard.toml").write_text(SPEC.replace('set = ["steps=6"]', 'set = ["steps=6", "lr=3e-05"]'),
                                                    encoding="utf-8")
     assert main(["leaderboard", "update", "tiny", "--root", str(root)]) == 0
     record = json.loads((work_dir("tiny") / "dpo-seed0" / "rpo_bench.json").read_text(encoding="utf-8"))
-    assert record["config"]["lr"] == 0.5
+    assert record["config"]["lr"] == 3e-05
     assert (root / "tiny" / "comparison.json").read_bytes() != updated["second"]["comparison.json"]
     assert [p for p in work_dir("tiny").parent.iterdir() if p.name.startswith("work-before-")]
 

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from rpo_bench.evaluation.evaluate import EvaluateConfig, evaluate
+from rpo_bench.micro.world import world_recipe
 from rpo_bench.models.catalog import MODELS
 from rpo_bench.models.loader import load_pipeline
 
@@ -30,7 +31,9 @@ def test_micro_base_loads_offline_from_the_package():
     spec = MODELS.get("micro-base")
     pipe = load_pipeline(spec)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
-    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 8  # 32 px images, 8x8 latents
+    recipe = world_recipe(spec.micro_world)  # the shipped world's own geometry: v1 8x8 latents, v2 16x16
+    assert pipe.vae_scale_factor == recipe.vae_downsampling
+    assert pipe.unet.config.sample_size * recipe.vae_downsampling == 32  # 32 px images
 
 
 def test_micro_base_follows_prompts_far_above_chance(micro_results):
