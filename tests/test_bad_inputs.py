@@ -793,6 +793,7 @@ CASES: list[Case] = [
     C("micro-preferences-seed-negative", "numbers", "micro preferences --out {tmp}/p --seed -1", "-1"),
     C("micro-compare-unknown-method", "names", "micro compare --out {tmp}/c --methods dpo,ppo", "ppo"),
     C("micro-compare-detect-not-positive", "numbers", "micro compare --out {tmp}/c --detect 0", "--detect 0"),
+    C("micro-compare-jobs-zero", "numbers", "micro compare --out {tmp}/c --jobs 0", "--jobs 0"),
     C("micro-compare-set-unknown-key", "names", "micro compare --out {tmp}/c --set lrr=1e-4", "lrr=1e-4"),
     C("micro-compare-set-not-a-number", "numbers", "micro compare --out {tmp}/c --set lr=fast", "'fast'"),
     C("micro-compare-set-out-of-range", "numbers",

@@ -23,6 +23,7 @@ def demo(
     train_seeds: str = typer.Option("0", help="Training seeds: integers and ranges, e.g. 0-2."),
     eval_seeds: str | None = typer.Option(None, help="Evaluation seeds (default 0-3; --quick 0-1)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE training setting over the preset (repeatable)."),
+    jobs: int = typer.Option(1, help="Runs trained at once, each in its own process on one torch thread."),
 ) -> None:
     """The micro world end to end: train SFT, DPO and RPO, evaluate, report.
 
@@ -42,7 +43,7 @@ def demo(
                         methods=resolve_methods(methods),
                         train_seeds=parse_seeds(train_seeds),
                         eval_seeds=parse_seeds(eval_seeds) if eval_seeds is not None else None,
-                        overrides=dict(parse_setting(item) for item in set_))
+                        overrides=dict(parse_setting(item) for item in set_), jobs=jobs)
     smoke = smoke_run_note(config)
     if smoke:
         console.print(smoke, style="bold", soft_wrap=True)

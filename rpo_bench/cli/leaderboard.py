@@ -15,6 +15,8 @@ leaderboard_app = typer.Typer(help="Reproducible leaderboards: one folder per le
 def update(
     name: str = typer.Argument(..., help="The leaderboard: a sub-folder of --root holding leaderboard.toml."),
     root: Path = typer.Option(Path("leaderboards"), help="The folder of leaderboards (the repository's)."),
+    jobs: int | None = typer.Option(None, help="Runs trained at once, each in its own process on one thread "
+                                    "(default: one per core, two at most); the numbers do not depend on it."),
 ) -> None:
     """Rerun a leaderboard's recorded demo and rewrite its folder.
 
@@ -23,5 +25,5 @@ def update(
     results.json, results.csv, comparison.json and the pictures; then the index."""
     from rpo_bench.workflows.leaderboard import update as update_leaderboard
 
-    folder = update_leaderboard(name, root)
+    folder = update_leaderboard(name, root, jobs=jobs)
     console.print(f"leaderboard {name}: {folder / 'README.md'}", soft_wrap=True)

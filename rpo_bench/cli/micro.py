@@ -110,6 +110,8 @@ def compare(
                                      "held-out content prompts, beside micro-oracle and the style probe."),
     detect: float | None = typer.Option(None, help="The difference the power table plans seeds and prompts for; "
                                         "default 0.01 (micro-oracle) or 0.03 (a style's judge)."),
+    jobs: int = typer.Option(1, help="Runs trained at once, each in its own process on one torch thread (2 on a "
+                             "2-core machine halves the training time; the weights equal one-thread runs')."),
 ) -> None:
     """Train each method over several seeds and compare them on held-out prompts.
 
@@ -126,7 +128,7 @@ def compare(
     config = CompareConfig(out=out, methods=resolve_methods(methods),
                            train_seeds=parse_seeds(train_seeds), preset=preset or None, overrides=overrides,
                            prompts=prompts, category=category or None, eval_seeds=parse_seeds(eval_seeds),
-                           style=style, detect=detect)
+                           style=style, detect=detect, jobs=jobs)
     _, markdown = run_comparison(config)
     for line in markdown.splitlines():  # the console escapes control characters, newlines included
         console.print(line)

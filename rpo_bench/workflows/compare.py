@@ -35,6 +35,7 @@ from rpo_bench.training.output import absolute_paths
 from rpo_bench.training.trainer import train
 from rpo_bench.workflows.heldout_table import heldout_markdown, heldout_table
 from rpo_bench.workflows.probe_ceiling import probe_ceiling
+from rpo_bench.workflows.train_pool import train_in_processes
 
 BASE = "micro-base"
 # The differences a comparison should be able to see (E13): a point of micro-oracle between preference methods,
@@ -56,6 +57,7 @@ class CompareConfig:
     extra_metrics: Sequence[str] = ()  # compared the same way, each in its own table (e.g. content beside style)
     style: str | None = None  # train --style S for every run (see `for_style`)
     detect: float | None = None  # the difference the power table plans for; None: DETECT's for the kind of comparison
+    jobs: int = 1  # runs trained at once, each in its own process on one thread (workflows.train_pool)
     show_progress: bool = True
 
     @property
@@ -106,6 +108,8 @@ def _check(config: CompareConfig) -> None:
     config.methods = resolve_methods(list(config.methods))  # "all", and did-you-mean for an unknown name
     if not config.train_seeds or not config.eval_seeds:
         raise BadInputError("training and evaluation seeds: accepted: at least one of each")
+    if config.jobs < 1:
+        raise BadInputError(f"--jobs {config.jobs}; accepted: an integer >= 1 (runs trained at once)")
     if config.detect is not None and not 0 < config.detect < float("inf"):
         raise BadInputError(f"--detect {config.detect}; accepted: a positive difference of the judging metric")
     for method in config.methods:  # every setting checked before the first run starts or any folder is made
@@ -164,14 +168,19 @@ def train_all(config: CompareConfig) -> dict[str, Path]:
     trainer refuses a checkpoint of other settings). A finished run is reused only when its recorded settings are
     the ones asked for now (`_check` refuses the comparison otherwise)."""
     outputs: dict[str, Path] = {}
+    todo = []
     for method in config.methods:
         for seed in config.train_seeds:
             output = config.out / run_name(method, seed)
             outputs[run_name(method, seed)] = output
-            if (output / "rpo_bench.json").is_file():
-                continue
-            train(_train_config(config, method, seed), resume=latest_checkpoint(output) is not None,
-                  show_progress=config.show_progress)
+            if not (output / "rpo_bench.json").is_file():
+                todo.append(_train_config(config, method, seed))
+    if config.jobs > 1 and len(todo) > 1:
+        train_in_processes(todo, config.jobs, config.show_progress)
+        return outputs
+    for train_config in todo:
+        train(train_config, resume=latest_checkpoint(Path(train_config.output)) is not None,
+              show_progress=config.show_progress)
     return outputs
 
 
@@ -391,7 +400,7 @@ def _run_locked(config: CompareConfig) -> tuple[list[ComparisonRow], str]:
     rows = tables[config.metric]
     markdown = "\n".join(to_markdown(config, metric_rows, metric) for metric, metric_rows in tables.items())
     record = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()
-                         if k != "show_progress"},
+                         if k not in ("show_progress", "jobs")},  # neither changes a number
               "rows": rows_to_json(rows),
               "metrics": {metric: rows_to_json(metric_rows) for metric, metric_rows in tables.items()},
               "micro_world": resolve_model(BASE).micro_world}

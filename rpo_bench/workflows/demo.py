@@ -48,6 +48,7 @@ class DemoConfig:
     train_seeds: Sequence[int] = (0,)
     eval_seeds: Sequence[int] | None = None  # default (0, 1, 2, 3); --quick (0, 1)
     overrides: dict[str, Any] = field(default_factory=dict)  # training settings over the preset
+    jobs: int = 1  # runs trained at once (CompareConfig.jobs)
     show_progress: bool = True
 
 
@@ -81,7 +82,8 @@ def compare_config(config: DemoConfig):
     eval_seeds = tuple(config.eval_seeds) if config.eval_seeds is not None else (
         QUICK_EVAL_SEEDS if config.quick else (0, 1, 2, 3))
     compare = CompareConfig(out=config.out, methods=tuple(config.methods), train_seeds=tuple(config.train_seeds),
-                            eval_seeds=eval_seeds, style=config.style, show_progress=config.show_progress)
+                            eval_seeds=eval_seeds, style=config.style, jobs=config.jobs,
+                            show_progress=config.show_progress)
     if config.quick:
         overrides.setdefault("steps", QUICK_STEPS)
         overrides.setdefault("eval_every", QUICK_STEPS // 2)

@@ -41,12 +41,13 @@ from rpo_bench.training.methods import DEFAULT_SET, resolve_methods
 from rpo_bench.workflows.compare import CompareConfig, _check, for_style, stale_runs
 from rpo_bench.workflows.compare_plot import differences_png
 from rpo_bench.workflows.demo import DemoConfig, command_line, compare_config, run_demo
+from rpo_bench.workflows.train_pool import RUN_THREADS
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "leaderboard.toml"
 DEFAULT_ROOT = Path("leaderboards")
 COPIED = ("results.json", "results.csv", "comparison.json", "grid.png", "style.png")
-THREADS = 1  # torch threads a leaderboard is computed on (see update)
+THREADS = RUN_THREADS  # torch threads a leaderboard is computed on (see update), as each pooled run is
 
 
 @dataclass
@@ -180,14 +181,14 @@ def _overrides(spec: LeaderboardSpec) -> dict[str, Any]:
     return overrides
 
 
-def demo_config(spec: LeaderboardSpec, show_progress: bool = True):
+def demo_config(spec: LeaderboardSpec, show_progress: bool = True, jobs: int = 1):
     """The demo a leaderboard runs, every option checked (the way `micro compare` checks its runs' settings) before
     anything is trained; an error names the leaderboard.toml and its key."""
     options = spec.demo
     config = DemoConfig(out=work_dir(spec.name), style=options.get("style"), quick=options.get("quick", False),
                         methods=_methods(spec), train_seeds=_seeds(spec, "train_seeds") if "train_seeds" in options
                         else [0], eval_seeds=_seeds(spec, "eval_seeds") if "eval_seeds" in options else None,
-                        overrides=_overrides(spec), show_progress=show_progress)
+                        overrides=_overrides(spec), jobs=jobs, show_progress=show_progress)
     _check_runs(spec, config)
     return config
 
@@ -196,7 +197,7 @@ def _check_runs(spec: LeaderboardSpec, config) -> None:
     """The style and every (method, seed) run's settings, as `micro compare` checks them, without building data."""
     compare = CompareConfig(out=config.out, methods=tuple(config.methods), train_seeds=tuple(config.train_seeds),
                             eval_seeds=tuple(config.eval_seeds or (0,)), style=config.style,
-                            overrides=dict(config.overrides), show_progress=False)
+                            overrides=dict(config.overrides), jobs=config.jobs, show_progress=False)
     if config.style:
         try:
             compare = for_style(compare)
@@ -311,14 +312,20 @@ def update_readme_block(readme: Path, name: str, lines: list[str]) -> bool:
     return True
 
 
-def update(name: str, root: Path = DEFAULT_ROOT, show_progress: bool = True) -> Path:
-    """Run the leaderboard's demo (reusing finished work) on THREADS torch threads and rewrite its folder."""
+def default_jobs() -> int:
+    """Runs a leaderboard trains at once: one per core, two at most (each on THREADS threads, so the same bytes)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def update(name: str, root: Path = DEFAULT_ROOT, show_progress: bool = True, jobs: int | None = None) -> Path:
+    """Run the leaderboard's demo (reusing finished work) on THREADS torch threads and rewrite its folder; `jobs`
+    runs train at once (default_jobs), each in its own process on THREADS threads."""
     import torch  # noqa: PLC0415 - torch loads in seconds: on first use
 
 
     check_leaderboards(root, first=name)  # every leaderboard.toml under root, before any work (E9)
     spec = load_spec(name, root)
-    config = demo_config(spec, show_progress)
+    config = demo_config(spec, show_progress, jobs if jobs is not None else default_jobs())
     command = command_line(config, work_label(name))
     folder = Path(root).expanduser() / name
     with folder_lock(folder, f"leaderboard {name}"):
