@@ -70,6 +70,9 @@ def test_compare_trains_each_method_and_reports_paired_numbers(preference_folder
     assert power["target"] == 0.01 and power["train_seeds"] == 2
     assert [(r["model"], r["versus"]) for r in power["rows"]] == [("sft", BASE), ("dpo", BASE), ("dpo", "sft")]
     assert "| model | vs | prompts' SE | detectable with 2 seeds |" in markdown
+    record_rows = json.loads((config.out / "comparison.json").read_text())["rows"]
+    split = next(r["variance"] for r in record_rows if r["model"] == "sft" and r["versus"] == BASE)
+    assert split["prompts"] == 3 and split["seeds"] == 2  # the unseen prompts, each over both evaluation seeds
     curve = json.loads((config.out / "curve.json").read_text())
     assert [p["step"] for p in curve["dpo"]] == [0, 1, 2]  # micro-base, the step-1 snapshot, the final output
     assert (config.out / "curve.png").stat().st_size > 1000

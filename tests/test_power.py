@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
+from rpo_bench.evaluation import stats
 from rpo_bench.evaluation.power import (
-    fewest_seeds,
     minimum_detectable_difference,
+    plan,
     pooled_seed_sd,
     power_table,
-    prompts_needed,
+    prompts_se,
     seeds_needed,
 )
 from rpo_bench.workflows.leaderboard import verdict_lines
@@ -50,21 +51,36 @@ def test_seeds_needed_is_the_fewest_that_detect_the_difference():
     assert needed > 5  # more seeds than a three-seed leaderboard has: that is what the table is for
 
 
-def test_a_difference_the_prompts_alone_hide_needs_prompts_not_seeds():
+def test_a_difference_the_prompts_alone_hide_needs_no_more_training_seeds():
     # the prompts' standard error alone (2.8 of it at 80% power) is bigger than the difference
     assert seeds_needed(0.001, 0.005, 0.01) is None
-    more = prompts_needed(0.001, 0.005, 100, 0.01, seeds=5)
-    assert more > 100
-    scaled = 0.005 * math.sqrt(100 / more)  # what that many prompts leave of the prompts' error
-    assert minimum_detectable_difference(0.001, scaled, 5) <= 0.01
-    assert minimum_detectable_difference(0.001, 0.005 * math.sqrt(100 / (more - 1)), 5) > 0.01
 
 
-def test_a_spread_between_seeds_that_hides_the_difference_needs_seeds_first():
-    assert prompts_needed(0.05, 0.001, 100, 0.03, seeds=5) is None  # no number of prompts fixes 5 noisy runs
-    floor = fewest_seeds(0.05, 0.03)
-    assert prompts_needed(0.05, 0.001, 100, 0.03, seeds=floor) is not None
-    assert prompts_needed(0.05, 0.001, 100, 0.03, seeds=floor - 1) is None
+def test_the_plan_is_the_fewest_training_seeds_then_the_fewest_evaluation_seeds():
+    seeds, eval_seeds = plan(0.003, within=0.0036, between=0.0008, prompts=108, difference=0.01)
+    assert minimum_detectable_difference(0.003, prompts_se(0.0036, 0.0008, 108, eval_seeds), seeds) <= 0.01
+    assert minimum_detectable_difference(0.003, prompts_se(0.0036, 0.0008, 108, eval_seeds - 1), seeds) > 0.01
+    assert all(minimum_detectable_difference(0.003, prompts_se(0.0036, 0.0008, 108, k), seeds - 1) > 0.01
+               for k in range(1, 65))
+    # the between-prompt part is a floor that no number of seeds lowers
+    assert plan(0.003, within=0.0036, between=0.005, prompts=108, difference=0.01) is None
+
+
+def test_variance_components_recover_the_spreads_a_comparison_was_drawn_with():
+    rng = np.random.default_rng(3)
+    prompts, seeds, within, between = 400, 6, 0.004, 0.001
+    effects = rng.normal(0.0, math.sqrt(between), prompts)
+    model = {(p, s): float(effects[p] + rng.normal(0.0, math.sqrt(within))) for p in range(prompts)
+             for s in range(seeds)}
+    baseline = dict.fromkeys(model, 0.0)
+    parts = stats.variance_components(model, baseline)
+    assert parts.prompts == prompts and parts.seeds == seeds
+    assert parts.within == pytest.approx(within, rel=0.1) and parts.between == pytest.approx(between, rel=0.3)
+    # and they give the prompts' SE the bootstrap measures at the seeds the comparison had
+    interval = stats.paired_difference(model, baseline)
+    measured = (interval.high - interval.low) / (2 * 1.959964)
+    assert prompts_se(parts.within, parts.between, prompts, seeds) == pytest.approx(measured, rel=0.1)
+    assert stats.variance_components({(0, 0): 1.0, (1, 0): 0.0}, {(0, 0): 0.0, (1, 0): 0.0}) is None  # one seed
 
 
 def test_spread_is_pooled_around_each_methods_own_mean():
@@ -83,7 +99,8 @@ def _rows(run_differences: dict[str, list[float]]) -> list[dict]:
                      "difference": interval(mean, 0.01)})
         rows += [{"model": f"{method} seed {s}", "versus": "micro-base", "mean": interval(0.7 + v, 0.02),
                   "difference": interval(v, 0.01)} for s, v in enumerate(values)]
-    rows.append({"model": "rpo", "versus": "dpo", "mean": interval(0.71, 0.02), "difference": interval(0.0, 0.008)})
+    rows.append({"model": "rpo", "versus": "dpo", "mean": interval(0.71, 0.02), "difference": interval(0.0, 0.008),
+                 "variance": {"within": 0.0036, "between": 0.0008, "seeds": 4.0, "prompts": 100}})
     return rows
 
 
@@ -96,6 +113,8 @@ def test_power_table_and_verdicts_say_what_a_tie_could_have_seen():
     tie = by_pair[("rpo", "dpo")]
     assert tie["prompt_se"] == pytest.approx(0.008 / 1.959964, rel=1e-5)
     assert tie["detectable"] == pytest.approx(minimum_detectable_difference(0.002, tie["prompt_se"], 3, 2))
+    assert tie["plan_for_target"] == plan(0.002, 0.0036, 0.0008, 100, 0.01)
+    assert by_pair[("dpo", "micro-base")]["plan_for_target"] is None  # no split recorded: no plan claimed
     comparison = {"config": {"metric": "micro-oracle"}, "metrics": {"micro-oracle": rows}, "power": table}
     lines = verdict_lines(comparison)
     assert any(line.startswith("- rpo vs dpo") and "no difference at 95%" in line

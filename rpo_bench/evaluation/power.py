@@ -7,8 +7,10 @@ seeds depends on two spreads:
 - between training seeds: the standard deviation of a run's mean score (all runs scored on the same prompts and
   evaluation seeds, so this is the training seed's own effect), pooled over the compared methods;
 - between prompts: the standard error of the seed-averaged difference from resampling prompts, read off its
-  bootstrap interval. Averaging more seeds does not shrink it; more prompts would. Keeping it fixed while
-  projecting to more seeds is conservative: per-prompt noise of a run averages out a little too.
+  bootstrap interval. More training seeds do not shrink it (keeping it fixed while projecting to more training
+  seeds is conservative: per-prompt noise of a run averages out a little too). More evaluation seeds shrink its
+  within-prompt part (stats.variance_components) but not its between-prompt part; in the micro world the held-out
+  prompts are every held-out scene there is, so evaluation seeds, not prompts, are what can be added (`plan`).
 
 A difference d is detected at power P (two-sided, level L) when d >= (t_{(1+L)/2} + t_P) * SE, with
 SE^2 = sides * seed_sd^2 / n + prompt_se^2, n training seeds per method, t on the pooled seeds' degrees of
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 
 DEFAULT_POWER = 0.8
 DEFAULT_LEVEL = 0.95
-MOST_SEEDS = 1000  # past this, a target is out of reach of more seeds: only more prompts help
+MOST_SEEDS = 100  # training seeds per method a plan may ask for
+MOST_EVAL_SEEDS = 64  # evaluation seeds per prompt a plan may ask for
 HEADLINE_SEEDS = 5  # the fewest training seeds a headline leaderboard uses (SFT, DPO, RPO)
 
 
@@ -69,23 +72,22 @@ def seeds_needed(seed_sd: float, prompt_se: float, difference: float, sides: int
     return None
 
 
-def prompts_needed(seed_sd: float, prompt_se: float, prompts: int, difference: float, seeds: int,
-                   sides: int = 2, level: float = DEFAULT_LEVEL, power: float = DEFAULT_POWER) -> int | None:
-    """The prompts (scaling the prompts' SE as 1 / sqrt(prompts) from `prompts` now) that detect `difference`
-    with `seeds` training seeds per method; None when the seeds' own spread alone hides it."""
-    room = (difference / multiplier(sides * (seeds - 1), level, power)) ** 2 - sides * seed_sd**2 / seeds
-    if room <= 0:
-        return None
-    return max(1, math.ceil(prompts * prompt_se**2 / room))
+def prompts_se(within: float, between: float, prompts: int, eval_seeds: float) -> float:
+    """The prompts' SE of a paired difference at `eval_seeds` evaluation seeds per prompt (stats.VarianceComponents:
+    the within-prompt part shrinks with seeds, the between-prompt part does not)."""
+    return math.sqrt((between + within / eval_seeds) / prompts)
 
 
-def fewest_seeds(seed_sd: float, difference: float, sides: int = 2, level: float = DEFAULT_LEVEL,
-                 power: float = DEFAULT_POWER) -> int | None:
-    """The training seeds per method below which no number of prompts detects `difference` (the seeds' own spread
-    hides it); None past MOST_SEEDS."""
-    for seeds in range(2, MOST_SEEDS + 1):
-        if prompts_needed(seed_sd, 1.0, 1, difference, seeds, sides, level, power) is not None:
-            return seeds
+def plan(seed_sd: float, within: float, between: float, prompts: int, difference: float, sides: int = 2,
+         level: float = DEFAULT_LEVEL, power: float = DEFAULT_POWER) -> tuple[int, int] | None:
+    """(training seeds, evaluation seeds) that detect `difference` on these prompts: the fewest training seeds
+    (from HEADLINE_SEEDS; they cost the most), then the fewest evaluation seeds; None when even MOST_SEEDS
+    training seeds and MOST_EVAL_SEEDS evaluation seeds do not."""
+    for seeds in range(HEADLINE_SEEDS, MOST_SEEDS + 1):
+        for eval_seeds in range(1, MOST_EVAL_SEEDS + 1):
+            se = prompts_se(within, between, prompts, eval_seeds)
+            if minimum_detectable_difference(seed_sd, se, seeds, sides, level, power) <= difference:
+                return seeds, eval_seeds
     return None
 
 
@@ -109,10 +111,8 @@ class PowerRow:
     sides: int
     prompt_se: float
     detectable: float  # at the seeds the comparison has
-    seeds_for_target: int | None  # None: more seeds cannot reach the target; more prompts would
-    prompts: int  # the prompts the comparison resampled
-    prompts_for_target: int | None  # at HEADLINE_SEEDS seeds; None: the seeds' spread hides it at that many
-    fewest_seeds: int | None  # below this many seeds no number of prompts reaches the target
+    seeds_for_target: int | None  # at these evaluation seeds; None: more training seeds alone cannot reach it
+    plan_for_target: tuple[int, int] | None  # (training seeds, evaluation seeds) that reach it (`plan`)
 
 
 def prompt_se(low: float, high: float, level: float = DEFAULT_LEVEL) -> float:
@@ -137,10 +137,10 @@ def power_table(rows: Sequence[dict], methods: Sequence[str], train_seeds: Seque
         spread = seed_sd if df else 0.0
         detectable = (minimum_detectable_difference(spread, se, seeds, sides, level, power) if df else math.inf)
         needed = seeds_needed(spread, se, target, sides, level, power) if df else None
-        prompts = row["difference"]["n_prompts"]
-        more = prompts_needed(spread, se, prompts, target, HEADLINE_SEEDS, sides, level, power) if df else None
-        floor = fewest_seeds(spread, target, sides, level, power) if df else None
-        table.append(PowerRow(row["model"], row["versus"], sides, se, detectable, needed, prompts, more, floor))
+        parts = row.get("variance")  # comparisons recorded before the split have none
+        both = (plan(spread, parts["within"], parts["between"], parts["prompts"], target, sides, level, power)
+                if df and parts else None)
+        table.append(PowerRow(row["model"], row["versus"], sides, se, detectable, needed, both))
     return {"target": target, "power": power, "level": level, "train_seeds": seeds,
             "seed_sd": {m: (pooled_seed_sd({m: v})[0] if len(v) > 1 else None) for m, v in run_means.items()},
             "pooled_seed_sd": seed_sd if df else None, "seed_df": df,
@@ -157,14 +157,13 @@ def power_markdown(table: dict) -> str:
     lines = ["", f"Power ({table['power']:.0%}, two-sided {table['level']:.0%}): spread of a run's mean between "
              f"training seeds, pooled {table['pooled_seed_sd']:.4f} ({spreads}); {table['train_seeds']} seeds per "
              f"method.", "",
-             f"| model | vs | prompts' SE | detectable with {table['train_seeds']} seeds | seeds for "
-             f"{table['target']:g} | prompts for {table['target']:g} at {HEADLINE_SEEDS} seeds |",
+             f"| model | vs | prompts' SE | detectable with {table['train_seeds']} seeds | training seeds for "
+             f"{table['target']:g} | training x evaluation seeds for {table['target']:g} |",
              "|---|---|---:|---:|---:|---:|"]
     for row in table["rows"]:
         detectable = f"{row['detectable']:.4f}" if row["detectable"] is not None else "-"
-        needed = str(row["seeds_for_target"]) if row["seeds_for_target"] else "more prompts"
-        floor = f">= {row['fewest_seeds']} seeds first" if row["fewest_seeds"] else "out of reach"
-        more = f"{row['prompts_for_target']} (now {row['prompts']})" if row["prompts_for_target"] else floor
+        needed = str(row["seeds_for_target"]) if row["seeds_for_target"] else "more evaluation seeds"
+        both = f"{row['plan_for_target'][0]} x {row['plan_for_target'][1]}" if row["plan_for_target"] else "-"
         lines.append(f"| {row['model']} | {row['versus']} | {row['prompt_se']:.4f} | {detectable} | {needed} "
-                     f"| {more} |")
+                     f"| {both} |")
     return "\n".join(lines) + "\n"

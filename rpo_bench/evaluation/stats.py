@@ -133,6 +133,33 @@ def wilcoxon_p(model: Scores, baseline: Scores) -> float:
     return float(wilcoxon(per_prompt, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
+@dataclass(frozen=True)
+class VarianceComponents:
+    """A paired difference's variance split over prompts: `within` a prompt (between its evaluation seeds: what
+    more seeds average away) and `between` prompts (how differently two models treat different prompts: what no
+    number of seeds removes), one-way random effects; `seeds` per prompt on average."""
+
+    within: float
+    between: float
+    seeds: float
+    prompts: int
+
+
+def variance_components(model: Scores, baseline: Scores) -> VarianceComponents | None:
+    """The split of model - baseline over shared samples; None with fewer than 2 prompts or seeds per prompt."""
+    per_prompt: dict[Hashable, list[float]] = {}
+    for (prompt, _seed), value in _differences(model, baseline, shared_keys(model, baseline)).items():
+        per_prompt.setdefault(prompt, []).append(value)
+    groups = [np.asarray(values) for _, values in sorted(per_prompt.items(), key=lambda item: repr(item[0]))]
+    if len(groups) < 2 or min(len(g) for g in groups) < 2:
+        return None
+    within = float(np.mean([g.var(ddof=1) for g in groups]))
+    seeds = float(np.mean([len(g) for g in groups]))
+    means = np.array([g.mean() for g in groups])
+    between = max(float(means.var(ddof=1)) - within / seeds, 0.0)  # the method of moments, floored at 0
+    return VarianceComponents(within, between, seeds, len(groups))
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input order."""
     m = len(p_values)

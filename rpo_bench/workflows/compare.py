@@ -91,6 +91,7 @@ class ComparisonRow:
     versus: str  # what it is compared with
     mean: stats.Interval
     comparison: stats.Comparison | None
+    variance: stats.VarianceComponents | None = None  # of the difference: what more evaluation seeds would shrink
 
 
 def method_pairs(methods: Sequence[str]) -> list[tuple[str, str]]:
@@ -220,7 +221,8 @@ def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path],
         runs = [run_scores[run_name(method, s)] for s in config.train_seeds]
         method_scores[method] = _mean_over_runs(runs)
         rows.append(ComparisonRow(method, BASE, stats.cluster_bootstrap(method_scores[method]),
-                                  stats.compare(method_scores[method], base, higher)))
+                                  stats.compare(method_scores[method], base, higher),
+                                  stats.variance_components(method_scores[method], base)))
     for method in config.methods:
         for seed in config.train_seeds:
             scores = run_scores[run_name(method, seed)]
@@ -228,7 +230,8 @@ def compare(config: CompareConfig, score_tables, outputs: Mapping[str, Path],
                                       stats.compare(scores, base, higher)))
     for a, b in method_pairs(config.methods):
             rows.append(ComparisonRow(a, b, stats.cluster_bootstrap(method_scores[a]),
-                                      stats.compare(method_scores[a], method_scores[b], higher)))
+                                      stats.compare(method_scores[a], method_scores[b], higher),
+                                      stats.variance_components(method_scores[a], method_scores[b])))
     return rows
 
 
@@ -264,7 +267,8 @@ def rows_to_json(rows: Sequence[ComparisonRow]) -> list[dict]:
 
     return [{"model": r.name, "versus": r.versus, "mean": interval(r.mean),
              **({"difference": interval(r.comparison.difference), "win_rate": interval(r.comparison.win_rate),
-                 "p_wilcoxon": r.comparison.p_value} if r.comparison else {})} for r in rows]
+                 "p_wilcoxon": r.comparison.p_value} if r.comparison else {}),
+             **({"variance": vars(r.variance)} if r.variance else {})} for r in rows]
 
 
 def snapshot_steps(output: Path) -> list[tuple[int, Path]]:
