@@ -108,8 +108,8 @@ def compare(
     style: str | None = typer.Option(None, help="A micro style (rpo-bench styles): every run trains --style S at "
                                      "the micro-style preset and is judged by micro-style:S on the style's "
                                      "held-out content prompts, beside micro-oracle and the style probe."),
-    detect: float | None = typer.Option(None, help="The difference the power table plans seeds and prompts for; "
-                                        "default 0.01 (micro-oracle) or 0.03 (a style's judge)."),
+    detect: float | None = typer.Option(None, help="The difference the power table plans training and evaluation "
+                                        "seeds for; default 0.01 (micro-oracle) or 0.03 (a style's judge)."),
     jobs: int = typer.Option(1, help="Runs trained at once, each in its own process on one torch thread (2 on a "
                              "2-core machine halves the training time; the weights equal one-thread runs')."),
 ) -> None:
