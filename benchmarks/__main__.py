@@ -98,6 +98,12 @@ BENCHMARKS = (
               {"cpu": ["--rounds", "5"], "cpu-quick": ["--rounds", "2", "--batch", "32", "--skip-check"],
                "cuda": ["--rounds", "5", "--threads", "0"], "cuda-quick": ["--rounds", "2", "--skip-check"]},
               {"cpu": 900, "cpu-quick": 240, "cuda": 600, "cuda-quick": 180}),
+    Benchmark("train-pool", "bench_train_pool.py",
+              "`micro compare` training of 4 runs one at a time (one thread) vs two at a time (--jobs 2)",
+              "two at a time / one at a time <= 0.6",
+              {"cpu": ["--steps", "60", "--repeats", "2"], "cpu-quick": ["--steps", "15", "--repeats", "1"],
+               "cuda": ["--steps", "60", "--repeats", "2"], "cuda-quick": ["--steps", "15", "--repeats", "1"]},
+              {"cpu": 900, "cpu-quick": 300, "cuda": 600, "cuda-quick": 240}),
     Benchmark("style", "bench_style.py",
               "`train --style micro-sketch` + `evaluate --style micro-sketch` wall time, default budget, fresh home; "
               "style probe fit time", "train + evaluate / 10 minutes <= 1",

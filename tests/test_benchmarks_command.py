@@ -35,7 +35,7 @@ def test_list_names_every_benchmark_with_its_target(capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--only", "evaluate-cache,nope"], "error: --only 'evaluate-cache,nope': unknown benchmark nope; accepted: "
                                         "evaluate-cache, batched-generation, train-step, methods, scorers, micro, "
-                                        "micro-world, style, demo, report, integrity, startup"),
+                                        "micro-world, train-pool, style, demo, report, integrity, startup"),
     (["--device", "gpu"], "error: --device 'gpu' is not a benchmark device; accepted: cpu, cuda"),
     (["--budget", "-5"], "error: --budget -5: must be a number of seconds > 0 (0 or absent: no budget)"),
 ])
