@@ -5,6 +5,7 @@ run that fails must fail the comparison with its own one-line error."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,14 @@ def test_runs_trained_two_at_a_time_are_the_bytes_of_one_thread_runs(preference_
         assert (folder / "rpo_bench.json").is_file()
         assert _weights(folder) and _weights(folder) == _weights(one_by_one[run]), run
     assert _weights(two_at_a_time["sft-seed0"]) != _weights(two_at_a_time["dpo-seed0"])  # each run trained its own
+    # a lone run left to train (the others finished) still trains on one thread, whatever the caller's count
+    shutil.rmtree(two_at_a_time["dpo-seed1"])
+    torch.set_num_threads(2)
+    try:
+        train_all(_config(tmp_path / "two", preference_folder, jobs=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert _weights(two_at_a_time["dpo-seed1"]) == _weights(one_by_one["dpo-seed1"])
 
 
 def test_a_run_that_fails_in_its_process_fails_the_comparison_with_its_own_error(tmp_path):

@@ -176,7 +176,7 @@ def train_all(config: CompareConfig) -> dict[str, Path]:
             outputs[run_name(method, seed)] = output
             if not (output / "rpo_bench.json").is_file():
                 todo.append(_train_config(config, method, seed))
-    if config.jobs > 1 and len(todo) > 1:
+    if config.jobs > 1 and todo:  # even a lone run: with --jobs every run trains on one thread, whatever is left
         train_in_processes(todo, config.jobs, config.show_progress)
         return outputs
     for train_config in todo:
