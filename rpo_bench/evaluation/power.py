@@ -83,10 +83,13 @@ def plan(seed_sd: float, within: float, between: float, prompts: int, difference
     """(training seeds, evaluation seeds) that detect `difference` on these prompts: the fewest training seeds
     (from HEADLINE_SEEDS; they cost the most), then the fewest evaluation seeds; None when even MOST_SEEDS
     training seeds and MOST_EVAL_SEEDS evaluation seeds do not."""
+    if (_z((1 + level) / 2) + _z(power)) * math.sqrt(between / prompts) >= difference:
+        return None  # even unlimited seeds of both kinds leave the between-prompt part, which hides it
     for seeds in range(HEADLINE_SEEDS, MOST_SEEDS + 1):
+        factor = multiplier(sides * (seeds - 1), level, power)  # once per seed count: t quantiles are slow
         for eval_seeds in range(1, MOST_EVAL_SEEDS + 1):
             se = prompts_se(within, between, prompts, eval_seeds)
-            if minimum_detectable_difference(seed_sd, se, seeds, sides, level, power) <= difference:
+            if factor * math.sqrt(sides * seed_sd**2 / seeds + se**2) <= difference:  # minimum_detectable_difference
                 return seeds, eval_seeds
     return None
 
